@@ -1,0 +1,166 @@
+"""The `repro` command line: list, run, check, report, sweep."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from common.papers import PAPERS, TIER_NAMES, UsageError, get_paper
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but bad input is one line and exit code 2, like the rest of the CLI."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _seeds(args, runner) -> list[int]:
+    if args.seed is not None:
+        return [args.seed]
+    count = args.seeds if args.seeds is not None else runner.SEEDS[args.tier]
+    if count < 1:
+        raise UsageError(f"--seeds {count}: must be at least 1")
+    return list(range(count))
+
+
+def cmd_list(args) -> int:
+    from common.checks import expected_path, load_expected
+    for paper in PAPERS.values():
+        state = "implemented" if paper.implemented else "planned"
+        claims = ""
+        if paper.implemented:
+            claims = f"{len(load_expected(expected_path(paper)).claims)} claims"
+        print(f"{paper.name:<14} {state:<12} {claims:<10} {paper.citation}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from common import config as configs
+    from common.runs import run_one
+    paper = get_paper(args.paper)
+    if not paper.implemented:
+        raise UsageError(f"paper {args.paper!r} is planned, not implemented yet")
+    runner = paper.runner()
+    configs.check_tier(args.tier)
+    overrides = configs.parse_sets(runner, args.set)
+    failed = 0
+    for seed in _seeds(args, runner):
+        record = run_one(args.paper, args.tier, seed, overrides, device=args.device, resume=args.resume,
+                         use_wandb=args.wandb, threads=args.threads, quiet=args.quiet)
+        line = f"{args.paper}/{args.tier}/s{seed}: {record['status']} in {record['wall_time_s']:.1f}s"
+        if record["reason"]:
+            line += f" ({record['reason']})"
+        print(line)
+        failed += record["status"] == "failed"
+    return 1 if failed else 0
+
+
+def cmd_check(args) -> int:
+    from common.checks import check_paper
+    from common.config import check_tier
+    from common.papers import implemented_papers
+    check_tier(args.tier)
+    papers = [get_paper(n) for n in args.papers] if args.papers else implemented_papers()
+    problems = []
+    rows = []
+    for paper in papers:
+        if not paper.implemented:
+            problems.append(f"{paper.name}: planned, not implemented yet: nothing to check")
+            continue
+        verdicts, errors = check_paper(paper, args.tier)
+        problems += errors
+        for v in verdicts:
+            ours = v.summary.format() if v.summary else v.note
+            flag = "ok" if v.matches else "MISMATCH"
+            rows.append((f"{paper.name}/{v.claim.id}", v.claim.checks[args.tier].text, ours, v.status,
+                         v.expected, flag))
+    if rows:
+        widths = [max(len(str(r[i])) for r in rows + [_HEADER]) for i in range(len(_HEADER))]
+        for row in [_HEADER] + rows:
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not rows and not problems:
+        print(f"no claims have a check at tier {args.tier}")
+    return 1 if problems else 0
+
+
+_HEADER = ("claim", "check", "ours (across seeds)", "status", "expected", "")
+
+
+def cmd_report(args) -> int:
+    from common.report import build_report
+    out = build_report()
+    print(f"wrote {out / 'REPORT.md'} and {out / 'index.html'}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from common.sweep import plan, run_sweep
+    seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
+    jobs = plan(args.papers, args.tier, seeds, args.set, args.grid)
+    counts = run_sweep(jobs, workers=args.workers, launcher=args.launcher, device=args.device,
+                       threads=args.threads)
+    print(f"sweep: {counts['done']} run, {counts['skipped']} already in results, {counts['failed']} failed")
+    return 1 if counts["failed"] else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="repro", description="Paper-reproduction suite: run, check and report.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("list", help="the papers and their state").set_defaults(func=cmd_list)
+
+    run = sub.add_parser("run", help="run one paper at one tier")
+    run.add_argument("paper")
+    run.add_argument("--tier", default="cpu", help=f"one of {', '.join(TIER_NAMES)} (default cpu)")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, help="run seeds 0..N-1 (default: the tier's seed count)")
+    seeds.add_argument("--seed", type=int, help="run this one seed")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyper-parameter")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint of a killed run")
+    run.add_argument("--wandb", action="store_true", help="also log to wandb (offline unless WANDB_MODE says otherwise)")
+    run.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="judge expected.yaml against results/")
+    check.add_argument("papers", nargs="*")
+    check.add_argument("--tier", default="cpu")
+    check.set_defaults(func=cmd_check)
+
+    sub.add_parser("report", help="regenerate report/ from results/").set_defaults(func=cmd_report)
+
+    sweep = sub.add_parser("sweep", help="fan out papers x seeds x configs")
+    sweep.add_argument("papers", nargs="+")
+    sweep.add_argument("--tier", default="cpu")
+    sweep_seeds = sweep.add_mutually_exclusive_group()
+    sweep_seeds.add_argument("--seeds", type=int, default=3)
+    sweep_seeds.add_argument("--seed", type=int)
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="sweep a hyper-parameter over values")
+    sweep.add_argument("--workers", type=int, default=1)
+    sweep.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
+    sweep.add_argument("--launcher", default="local", help="local (process pool) or slurm (submitit)")
+    sweep.add_argument("--device", default="auto")
+    sweep.set_defaults(func=cmd_sweep)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from common.checks import ExpectedError
+    from common.data import DatasetError
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except (UsageError, ExpectedError, DatasetError) as err:
+        print(f"repro: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

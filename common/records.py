@@ -1,0 +1,124 @@
+"""Run records on disk: `results/<paper>/<tier>/<run_id>.json`, with sidecars
+
+    <run_id>.curves.csv         learning curves (long format: step, label columns, numbers)
+    <run_id>.<name>.npz         arrays a paper keeps for the report's pictures
+
+Every file is written to a temporary name and renamed into place, and the JSON goes last, so a
+reader never sees a half-written run and two concurrent runs never share a name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common.papers import ROOT
+
+RECORD_KEYS = ("run_id", "paper", "tier", "seed", "config", "overrides", "config_hash", "metrics",
+               "status", "reason", "git", "started_at", "wall_time_s", "hardware", "versions",
+               "throughput")
+STATUSES = ("ok", "diverged", "failed")
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get("REPRO_RESULTS_DIR", ROOT / "results"))
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_run(record: dict, curves: list[dict], arrays: dict[str, dict[str, np.ndarray]]) -> Path:
+    folder = results_dir() / record["paper"] / record["tier"]
+    stem = folder / record["run_id"]
+    if curves:
+        csv = pd.DataFrame(curves).to_csv(index=False).encode()
+        _atomic_write(stem.with_name(stem.name + ".curves.csv"), lambda f: f.write(csv))
+    for name, named_arrays in arrays.items():
+        _atomic_write(stem.with_name(f"{stem.name}.{name}.npz"), lambda f: np.savez_compressed(f, **named_arrays))
+    text = json.dumps(record, indent=2, sort_keys=False).encode() + b"\n"
+    path = stem.with_name(stem.name + ".json")
+    _atomic_write(path, lambda f: f.write(text))
+    return path
+
+
+class MalformedRecord(ValueError):
+    pass
+
+
+@dataclass
+class LoadedRun:
+    """One run record as read back, for the checker and the report."""
+
+    path: Path
+    record: dict
+
+    @property
+    def seed(self) -> int:
+        return self.record["seed"]
+
+    def curves(self) -> pd.DataFrame:
+        """The learning curves with a `seed` column added; empty if the run logged none."""
+        csv = self.path.with_name(self.path.name.removesuffix(".json") + ".curves.csv")
+        if not csv.exists():
+            return pd.DataFrame()
+        return pd.read_csv(csv).assign(seed=self.seed)
+
+    def arrays(self, name: str) -> dict[str, np.ndarray] | None:
+        npz = self.path.with_name(self.path.name.removesuffix(".json") + f".{name}.npz")
+        if not npz.exists():
+            return None
+        with np.load(npz, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+
+def load_run(path: Path) -> LoadedRun:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise MalformedRecord(f"{path}: does not parse as JSON ({err})") from None
+    if not isinstance(record, dict):
+        raise MalformedRecord(f"{path}: is not a JSON object")
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing:
+        raise MalformedRecord(f"{path}: missing fields {', '.join(missing)}")
+    if record["status"] not in STATUSES:
+        raise MalformedRecord(f"{path}: status {record['status']!r} is not one of {', '.join(STATUSES)}")
+    if not isinstance(record["metrics"], dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in record["metrics"].values()):
+        raise MalformedRecord(f"{path}: metrics must map names to numbers")
+    return LoadedRun(path, record)
+
+
+def scan(paper: str, tier: str) -> tuple[list[LoadedRun], list[str]]:
+    """All records of one paper and tier, and one error line per file that does not load."""
+    folder = results_dir() / paper / tier
+    runs, errors = [], []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            runs.append(load_run(path))
+        except MalformedRecord as err:
+            errors.append(str(err))
+    return runs, errors
+
+
+def judged_runs(runs: list[LoadedRun]) -> list[LoadedRun]:
+    """The runs a claim is judged on: the tier's own preset (no --set overrides), latest per seed."""
+    latest: dict[int, LoadedRun] = {}
+    for run in sorted(runs, key=lambda r: r.record["started_at"]):
+        if not run.record["overrides"]:
+            latest[run.seed] = run
+    return [latest[s] for s in sorted(latest)]

@@ -1,0 +1,240 @@
+"""`repro report`: build report/REPORT.md and report/index.html from results/ alone.
+
+The report is rebuilt from scratch each time (into a temporary folder that then replaces report/),
+so it never holds anything a run did not produce. Claims and deviations text come from each paper's
+expected.yaml and README; every number comes from a run record.
+"""
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from common.checks import MIN_SEEDS, ExpectedError, Verdict, check_paper, expected_path, load_expected
+from common.papers import PAPERS, ROOT, TIER_NAMES, Paper
+from common.records import judged_runs, scan
+from common.runs import git_state
+from common.stats import summarize
+
+STATUS_LABEL = {"reproduced": "✅ reproduced", "not_reproduced": "❌ not reproduced", "not_run": "⚪ not run",
+                "planned": "⏳ not implemented yet"}
+
+
+# -- a document rendered twice, as Markdown and as HTML ------------------------------------------
+@dataclass
+class Doc:
+    blocks: list[tuple] = field(default_factory=list)
+
+    def heading(self, level: int, text: str, anchor: str | None = None):
+        self.blocks.append(("h", level, text, anchor))
+
+    def para(self, text: str):
+        self.blocks.append(("p", text))
+
+    def table(self, frame: pd.DataFrame):
+        self.blocks.append(("table", frame))
+
+    def image(self, caption: str, rel_path: str):
+        self.blocks.append(("img", caption, rel_path))
+
+    def markdown(self) -> str:
+        out = []
+        for block in self.blocks:
+            if block[0] == "h":
+                out.append(f"{'#' * block[1]} {block[2]}")
+            elif block[0] == "p":
+                out.append(block[1])
+            elif block[0] == "table":
+                frame = block[1].map(lambda v: str(v).replace("|", "\\|").replace("\n", " "))
+                out.append(frame.to_markdown(index=False))
+            elif block[0] == "img":
+                out.append(f"![{block[1]}]({block[2]})\n\n*{block[1]}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+               "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+               "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+               "font-size:90%;vertical-align:top}img{max-width:100%}figure{margin:1em 0}"
+               "pre{white-space:pre-wrap}</style></head><body>"]
+        for block in self.blocks:
+            if block[0] == "h":
+                anchor = f" id='{block[3]}'" if block[3] else ""
+                out.append(f"<h{block[1]}{anchor}>{html.escape(block[2])}</h{block[1]}>")
+            elif block[0] == "p":
+                out.append(_inline_html(block[1]))
+            elif block[0] == "table":
+                out.append(block[1].to_html(index=False, escape=True, border=0))
+            elif block[0] == "img":
+                out.append(f"<figure><img src='{html.escape(block[2])}' alt='{html.escape(block[1])}'>"
+                           f"<figcaption>{html.escape(block[1])}</figcaption></figure>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+def _inline_html(text: str) -> str:
+    """The little Markdown the report's paragraphs use: code spans, bold, links, bullet lists."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", escaped)
+    escaped = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"<a href='\2'>\1</a>", escaped)
+    lines = escaped.split("\n")
+    if all(line.lstrip().startswith(("- ", "* ")) for line in lines if line.strip()):
+        items = "".join(f"<li>{line.lstrip()[2:]}</li>" for line in lines if line.strip())
+        return f"<ul>{items}</ul>"
+    return f"<p>{'<br>'.join(lines)}</p>"
+
+
+# -- pieces of a paper's section ---------------------------------------------------------------
+def readme_section(paper: Paper, title: str) -> str | None:
+    """The body of the README's `## <title>` section (e.g. Deviations), or None."""
+    readme = paper.folder / "README.md"
+    if not readme.exists():
+        return None
+    match = re.search(rf"^##\s+{title}\s*$(.*?)(?=^##\s|\Z)", readme.read_text(), re.M | re.S | re.I)
+    return match.group(1).strip() if match else None
+
+
+def _paper_value(claim) -> str:
+    if claim.paper_value is None:
+        return "—"
+    parts = [str(claim.paper_value)]
+    meta = ", ".join(x for x in (claim.source, f"conf. {claim.confidence}" if claim.confidence else None) if x)
+    return f"{parts[0]} ({meta})" if meta else parts[0]
+
+
+def _claims_table(verdicts: list[Verdict], tier: str) -> pd.DataFrame:
+    rows = []
+    for v in verdicts:
+        ours = v.summary.format() if v.summary else (v.note or "—")
+        status = STATUS_LABEL[v.status]
+        if v.status == "not_reproduced" and v.claim.reason:
+            status += f": {v.claim.reason}"
+        rows.append({"claim": v.claim.id, "what": v.claim.description, "paper": _paper_value(v.claim),
+                     "check": v.claim.checks[tier].text, "ours (across seeds)": ours, "status": status})
+    return pd.DataFrame(rows)
+
+
+def _runtime_table(paper: Paper) -> pd.DataFrame:
+    rows = []
+    for tier in TIER_NAMES:
+        runs, _ = scan(paper.name, tier)
+        runs = judged_runs(runs)
+        if not runs:
+            continue
+        wall = summarize([r.record["wall_time_s"] for r in runs])
+        first = runs[0].record
+        hw = first["hardware"]
+        device = hw.get("gpu") or hw.get("cpu")
+        throughput = {}
+        for run in runs:
+            for k, val in run.record["throughput"].items():
+                throughput.setdefault(k, []).append(val)
+        speed = "; ".join(f"{k} {summarize(v).value:.4g}" for k, v in sorted(throughput.items()))
+        commits = sorted({(r.record["git"]["commit"] or "?")[:8] + ("+dirty" if r.record["git"]["dirty"] else "")
+                          for r in runs})
+        rows.append({"tier": tier, "seeds": ", ".join(str(r.seed) for r in runs),
+                     "wall time per seed (s)": f"{wall.value:.1f} ± {wall.std:.1f}",
+                     "hardware": f"{hw['device']}: {device}, {hw.get('torch_threads')} thread(s)",
+                     "commit": ", ".join(commits), "torch": first["versions"].get("torch"),
+                     "throughput (mean over seeds)": speed or "—"})
+    return pd.DataFrame(rows)
+
+
+def _figures(paper: Paper, out: Path, doc: Doc) -> None:
+    module = paper.figures_module()
+    tiers = [t for t in ("paper", "cpu", "smoke") if judged_runs(scan(paper.name, t)[0])]
+    if module is None or not tiers:
+        return
+    tier = tiers[0]
+    runs = [r for r in judged_runs(scan(paper.name, tier)[0]) if r.record["status"] == "ok"]
+    if not runs:
+        return
+    fig_dir = out / "figures" / paper.name
+    try:
+        made = module.figures(runs, fig_dir)
+    except Exception:  # a broken figure must not take the report down; say so in the report instead
+        doc.para(f"Figures could not be drawn: `{traceback.format_exc().strip().splitlines()[-1]}`")
+        return
+    doc.heading(3, f"Figures (tier {tier}, {len(runs)} seed(s))")
+    for caption, path in made:
+        doc.image(caption, Path(path).relative_to(out).as_posix())
+
+
+# -- the whole report --------------------------------------------------------------------------
+def build_report(out: Path | None = None) -> Path:
+    out = out or ROOT / "report"
+    staging = out.with_name(out.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+
+    doc = Doc()
+    state = git_state()
+    doc.heading(1, "Reproduction report")
+    doc.para(f"Generated by `repro report` from `results/` (commit {(state['commit'] or '?')[:8]}). "
+             "Do not edit by hand. Each claim is judged on the statistic across seeds (mean, or max/min "
+             "where a claim says \"never\"), shown with its 95% bootstrap CI; cpu-tier claims need "
+             f"{MIN_SEEDS['cpu']} seeds.")
+
+    matrix, sections, unreadable = [], [], []
+    for paper in PAPERS.values():
+        if not paper.implemented:
+            matrix.append({"paper": paper.name, "claim": "—", **{f"{t} tier": STATUS_LABEL["planned"] for t in TIER_NAMES}})
+            continue
+        try:
+            expected = load_expected(expected_path(paper))
+        except ExpectedError as err:
+            unreadable.append(str(err))
+            continue
+        per_tier = {}
+        for tier in TIER_NAMES:
+            verdicts, errors = check_paper(paper, tier)
+            unreadable += [e for e in errors if "expected.yaml records" not in e]
+            per_tier[tier] = {v.claim.id: v for v in verdicts}
+        for claim in expected.claims:
+            row = {"paper": paper.name, "claim": claim.id}
+            for tier in TIER_NAMES:
+                verdict = per_tier[tier].get(claim.id)
+                row[f"{tier} tier"] = STATUS_LABEL[verdict.status] if verdict else "—"
+            matrix.append(row)
+        sections.append((paper, expected, per_tier))
+
+    doc.heading(2, "Status matrix")
+    doc.para("One row per claim; columns are tiers. `—`: the claim has no check at that tier.")
+    doc.table(pd.DataFrame(matrix))
+    if unreadable:
+        doc.heading(2, "Unreadable results or expectations")
+        doc.para("\n".join(f"- {e}" for e in unreadable))
+
+    for paper, expected, per_tier in sections:
+        doc.heading(2, paper.name, anchor=paper.name)
+        doc.para(f"{expected.citation}  \nCode and details: [reproductions/{paper.name}]"
+                 f"(../reproductions/{paper.name}/README.md)")
+        for tier in TIER_NAMES:
+            verdicts = list(per_tier[tier].values())
+            if not verdicts or all(v.status == "not_run" for v in verdicts):
+                continue
+            doc.heading(3, f"Claims at tier {tier}")
+            doc.table(_claims_table(verdicts, tier))
+        _figures(paper, staging, doc)
+        runtime = _runtime_table(paper)
+        doc.heading(3, "Runtime and hardware")
+        if runtime.empty:
+            doc.para("No runs recorded yet.")
+        else:
+            doc.table(runtime)
+        deviations = readme_section(paper, "Deviations")
+        if deviations:
+            doc.heading(3, "Deviations from the paper")
+            doc.para(deviations)
+
+    (staging / "REPORT.md").write_text(doc.markdown())
+    (staging / "index.html").write_text(doc.html("Reproduction report"))
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return out

@@ -1,0 +1,160 @@
+"""Running one seed of one paper at one tier, and writing its run record."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+
+import numpy as np
+import torch
+
+from common import config as configs
+from common.context import Diverged, RunContext
+from common.data import REGISTRY, DatasetError, dataset_file
+from common.papers import ROOT, UsageError, get_paper
+from common.records import results_dir, write_run
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def pick_device(name: str) -> torch.device:
+    if name not in DEVICES:
+        raise UsageError(f"unknown device {name!r}; valid devices: {', '.join(DEVICES)}")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is visible to torch")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: MPS is not available")
+    return torch.device(name)
+
+
+def git_state() -> dict:
+    """The commit the code came from, and whether code (not results/report) differed from it."""
+    def git(*args):
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)report")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: torch.device) -> dict:
+    info = {"device": device.type, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def versions(libraries: tuple[str, ...]) -> dict:
+    found = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    for name in libraries:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def checkpoint_dir(paper: str, tier: str, seed: int, chash: str):
+    return ROOT / ".cache" / "checkpoints" / paper / tier / f"s{seed}-{chash}"
+
+
+def _start_wandb(paper: str, run_id: str, cfg: dict):
+    try:
+        import wandb
+    except ImportError:
+        raise UsageError("--wandb: wandb is not installed; pip install 'repro-suite[wandb]'") from None
+    os.environ.setdefault("WANDB_MODE", "offline")  # never needs an account unless the user opts in
+    return wandb.init(project="repro", group=paper, name=run_id, config=cfg,
+                      dir=str(ROOT / ".cache"), reinit=True)
+
+
+def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None, device: str = "auto",
+            resume: bool = False, use_wandb: bool = False, threads: int | None = None,
+            quiet: bool = False) -> dict:
+    """Run one seed and write its record; returns the record. Bad input raises UsageError first."""
+    paper = get_paper(paper_name)
+    if not paper.implemented:
+        raise UsageError(f"paper {paper_name!r} is planned, not implemented yet")
+    runner = paper.runner()
+    overrides = dict(overrides or {})
+    cfg = configs.resolve(runner, tier, overrides)
+    torch_device = pick_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    for name in runner.DATASETS:  # verify data before anything runs or is written
+        for filename in REGISTRY[name]:
+            dataset_file(name, filename)
+    chash = configs.config_hash(cfg)
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = f"{started:%Y%m%dT%H%M%S}-s{seed}-{chash}-{uuid.uuid4().hex[:6]}"
+    ckpt = checkpoint_dir(paper_name, tier, seed, chash)
+    ctx = RunContext(paper=paper_name, tier=tier, seed=seed, device=torch_device, checkpoint_dir=ckpt,
+                     artifact_prefix=results_dir() / paper_name / tier / run_id, resume=resume,
+                     show_progress=not quiet)
+    if use_wandb:
+        ctx.wandb_run = _start_wandb(paper_name, run_id, cfg)
+
+    seed_everything(seed)
+    status, reason, metrics = "ok", None, {}
+    clock = time.perf_counter()
+    try:
+        returned = runner.run(dict(cfg), ctx)
+        for name, value in returned.items():
+            metrics[name] = float(value)
+            if not np.isfinite(metrics[name]):
+                raise Diverged(-1, name, metrics[name])
+    except Diverged as err:
+        where = "in the final metrics" if err.step < 0 else f"at step {err.step}"
+        status, reason, metrics = "diverged", f"{err.name} = {err.value} {where}", {}
+    except (KeyboardInterrupt, UsageError, DatasetError):
+        raise
+    except Exception as err:  # the run's own failure is a result too; its record says why
+        status, reason, metrics = "failed", f"{type(err).__name__}: {err}", {}
+        traceback.print_exc(file=sys.stderr)
+    wall = time.perf_counter() - clock
+    if ctx.wandb_run is not None:
+        ctx.wandb_run.finish()
+
+    record = {
+        "run_id": run_id, "paper": paper_name, "tier": tier, "seed": seed,
+        "config": cfg, "overrides": overrides, "config_hash": chash,
+        "metrics": metrics, "status": status, "reason": reason,
+        "git": git_state(), "started_at": started.isoformat(timespec="seconds"),
+        "wall_time_s": round(wall, 3), "hardware": hardware(torch_device),
+        "versions": versions(tuple(runner.LIBRARIES)), "throughput": ctx.throughput,
+    }
+    write_run(record, ctx.curves, ctx.arrays if status == "ok" else {})
+    if status == "ok":
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return record

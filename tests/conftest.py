@@ -1,0 +1,46 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from common.data import available
+from common.papers import implemented_papers
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch) -> Path:
+    """Runs in a test write here, never into the committed results/."""
+    folder = tmp_path / "results"
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(folder))
+    return folder
+
+
+def require_datasets(*names: str) -> None:
+    """Skip (with the reason) when a dataset is missing; under CI with shared data, fail instead."""
+    missing = [n for n in names if not available(n)]
+    if not missing:
+        return
+    message = f"dataset(s) {', '.join(missing)} not found; set REPRO_DATA_DIR (see README, Data)"
+    if os.environ.get("REPRO_REQUIRE_DATA"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def implemented_names() -> list[str]:
+    return [p.name for p in implemented_papers()]
+
+
+def write_record(results: Path, paper: str, tier: str, seed: int, metrics: dict, status: str = "ok",
+                 overrides: dict | None = None, started_at: str = "2026-01-01T00:00:00+00:00",
+                 reason: str | None = None) -> Path:
+    """A syntactically complete run record, for tests of the checker and the report."""
+    record = {"run_id": f"t-s{seed}-{started_at[:19]}", "paper": paper, "tier": tier, "seed": seed,
+              "config": {}, "overrides": overrides or {}, "config_hash": "x", "metrics": metrics,
+              "status": status, "reason": reason, "git": {"commit": "0" * 40, "dirty": False},
+              "started_at": started_at, "wall_time_s": 1.0, "hardware": {"device": "cpu", "cpu": "test"},
+              "versions": {"python": "3"}, "throughput": {}}
+    path = results / paper / tier / f"{record['run_id'].replace(':', '')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path

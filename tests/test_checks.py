@@ -1,0 +1,150 @@
+import textwrap
+
+import pytest
+
+from common.checks import ExpectedError, judge, load_expected, parse_check
+from common.records import judged_runs, scan
+from tests.conftest import write_record
+
+
+def test_bounds_relations_and_bands():
+    bound = parse_check("psnr >= 30")
+    assert bound.passes(30.0) and not bound.passes(29.9)
+    relation = parse_check("psnr_siren - psnr_relu >= 10")
+    assert relation.names == {"psnr_siren", "psnr_relu"} and relation.threshold == 10
+    across = parse_check("a >= b + 1")  # metrics on both sides: judged as a - (b + 1) >= 0
+    assert across.threshold == 0 and across.names == {"a", "b"}
+    band = parse_check({"band": "acc", "value": 0.9, "tol": 0.05})
+    assert band.passes(0.94) and not band.passes(0.96)
+    assert parse_check("x < -1e-3").passes(-0.01)
+
+
+@pytest.mark.parametrize("text", [
+    "__import__('os').system('true') >= 0",  # a call
+    "a.b >= 1",  # attribute access
+    "a >= 1 >= 0",  # two comparisons
+    "a == 1",  # not a bound
+    "a",  # no comparison
+    "a >= 'x'",  # a string
+    "a >= (",  # does not parse
+])
+def test_anything_but_arithmetic_on_metrics_is_rejected(text):
+    with pytest.raises(ValueError):
+        parse_check(text)
+
+
+GOOD = """
+paper: toy
+citation: "A. Author (2020)"
+claims:
+  - id: gap
+    description: "a beats b by 10"
+    paper_value: 12.0
+    source: "Table 1"
+    confidence: C
+    metrics: [a, b]
+    checks:
+      cpu: "a - b >= 10"
+      paper: "a - b >= 10"
+    expected: {paper: not_run}
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "expected.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_valid_file_loads_with_default_expectations(tmp_path):
+    expected = load_expected(_write(tmp_path, GOOD))
+    claim = expected.claims[0]
+    assert claim.expected == {"cpu": "reproduced", "paper": "not_run"}
+    assert claim.stat == "mean" and claim.confidence == "C"
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("metrics: [a, b]", "metrics: [a]", "claim 'gap': field checks.cpu: uses b"),
+    ("cpu: \"a - b >= 10\"", "gpu: \"a - b >= 10\"", "claim 'gap': field checks.gpu: unknown tier"),
+    ("confidence: C", "confidence: X", "claim 'gap': field confidence"),
+    ("expected: {paper: not_run}", "expected: {paper: fine}", "claim 'gap': field expected.paper"),
+    ("expected: {paper: not_run}", "expected: {cpu: not_reproduced}", "claim 'gap': field reason"),
+    ("cpu: \"a - b >= 10\"", "cpu: \"open('x') >= 10\"", "claim 'gap': field checks.cpu"),
+    ("    source: \"Table 1\"", "    sauce: \"Table 1\"", "claim 'gap': unknown field(s) sauce"),
+    ("  - id: gap", "  - id: [gap]", "claim #1: field id"),
+])
+def test_malformed_files_name_the_file_claim_and_field(tmp_path, old, new, message):
+    assert old in GOOD
+    path = _write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(ExpectedError) as err:
+        load_expected(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = _write(tmp_path, "claims: [\n")
+    with pytest.raises(ExpectedError, match="expected.yaml: is not valid YAML"):
+        load_expected(path)
+
+
+def _claim(tmp_path, text=GOOD):
+    return load_expected(_write(tmp_path, text)).claims[0]
+
+
+def _runs(results_dir, paper="toy", tier="cpu"):
+    runs, errors = scan(paper, tier)
+    assert not errors
+    return judged_runs(runs)
+
+
+def test_judged_on_the_mean_across_seeds(tmp_path, results_dir):
+    for seed, gap in enumerate([12.0, 9.0, 11.0]):  # mean 10.67: reproduced although one seed misses
+        write_record(results_dir, "toy", "cpu", seed, {"a": 20.0 + gap, "b": 20.0})
+    verdict = judge(_claim(tmp_path), "cpu", _runs(results_dir), "toy")
+    assert verdict.status == "reproduced" and verdict.matches
+    assert verdict.summary.value == pytest.approx(32 / 3) and verdict.summary.n == 3
+
+
+def test_a_missed_check_is_not_reproduced(tmp_path, results_dir):
+    for seed in range(3):
+        write_record(results_dir, "toy", "cpu", seed, {"a": 25.0, "b": 20.0})
+    verdict = judge(_claim(tmp_path), "cpu", _runs(results_dir), "toy")
+    assert verdict.status == "not_reproduced" and not verdict.matches
+
+
+def test_too_few_seeds_is_not_run(tmp_path, results_dir):
+    write_record(results_dir, "toy", "cpu", 0, {"a": 40.0, "b": 20.0})
+    verdict = judge(_claim(tmp_path), "cpu", _runs(results_dir), "toy")
+    assert verdict.status == "not_run" and "needs 3 seed(s)" in verdict.note
+
+
+def test_a_diverged_seed_makes_the_claim_not_reproduced(tmp_path, results_dir):
+    for seed in range(2):
+        write_record(results_dir, "toy", "cpu", seed, {"a": 40.0, "b": 20.0})
+    write_record(results_dir, "toy", "cpu", 2, {}, status="diverged", reason="loss = nan at step 7")
+    verdict = judge(_claim(tmp_path), "cpu", _runs(results_dir), "toy")
+    assert verdict.status == "not_reproduced" and "seed 2 diverged: loss = nan at step 7" in verdict.note
+
+
+def test_a_missing_metric_is_an_error(tmp_path, results_dir):
+    for seed in range(3):
+        write_record(results_dir, "toy", "cpu", seed, {"a": 40.0})
+    with pytest.raises(ExpectedError, match="lacks metric"):
+        judge(_claim(tmp_path), "cpu", _runs(results_dir), "toy")
+
+
+def test_max_over_seeds_for_never_claims(tmp_path, results_dir):
+    text = GOOD.replace("metrics: [a, b]", "metrics: [a, b]\n    stat: max").replace("a - b >= 10", "a <= 0")
+    for seed, a in enumerate([-1.0, -2.0, 0.5]):
+        write_record(results_dir, "toy", "cpu", seed, {"a": a, "b": 0.0})
+    verdict = judge(_claim(tmp_path, text), "cpu", _runs(results_dir), "toy")
+    assert verdict.status == "not_reproduced" and verdict.summary.value == 0.5
+
+
+def test_judged_runs_take_the_latest_preset_run_per_seed(results_dir):
+    write_record(results_dir, "toy", "cpu", 0, {"a": 1.0}, started_at="2026-01-01T00:00:00+00:00")
+    write_record(results_dir, "toy", "cpu", 0, {"a": 2.0}, started_at="2026-01-02T00:00:00+00:00")
+    write_record(results_dir, "toy", "cpu", 0, {"a": 3.0}, started_at="2026-01-03T00:00:00+00:00",
+                 overrides={"lr": 0.1})
+    runs = _runs(results_dir)
+    assert [r.record["metrics"]["a"] for r in runs] == [2.0]

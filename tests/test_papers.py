@@ -1,0 +1,69 @@
+"""Every implemented paper: its smoke tier end to end, a few steps of its paper tier, its files."""
+import json
+
+import pytest
+
+from common.checks import expected_path, load_expected
+from common.cli import main
+from common.papers import ROOT, TIER_NAMES, get_paper
+from common.records import results_dir as current_results_dir
+from tests.conftest import implemented_names, require_datasets
+
+PAPERS = implemented_names()
+
+
+def _only_record(folder):
+    records = sorted(folder.glob("*.json"))
+    assert len(records) == 1, records
+    return json.loads(records[0].read_text())
+
+
+@pytest.mark.parametrize("name", PAPERS)
+def test_smoke_is_deterministic_and_meets_its_smoke_expectations(name, results_dir, tmp_path, monkeypatch):
+    runner = get_paper(name).runner()
+    require_datasets(*runner.DATASETS)
+    metrics = []
+    for attempt in range(2):
+        monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / f"attempt{attempt}"))
+        assert main(["run", name, "--tier", "smoke", "--seed", "0", "--quiet"]) == 0
+        record = _only_record(tmp_path / f"attempt{attempt}" / name / "smoke")
+        assert record["status"] == "ok", record["reason"]
+        metrics.append(record["metrics"])
+    assert metrics[0] == metrics[1]  # bit-identical on CPU
+    assert main(["check", name, "--tier", "smoke"]) == 0
+
+
+@pytest.mark.parametrize("name", PAPERS)
+def test_paper_tier_runs_for_a_few_steps(name, results_dir):
+    runner = get_paper(name).runner()
+    require_datasets(*runner.DATASETS)
+    sets = [f"{k}={v}" for k, v in runner.FEW_STEPS.items()]
+    argv = ["run", name, "--tier", "paper", "--seed", "0", "--quiet"]
+    for item in sets:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    record = _only_record(results_dir / name / "paper")
+    assert record["status"] == "ok", record["reason"]
+    assert record["config"] == {**runner.CONFIG, **runner.TIERS["paper"], **runner.FEW_STEPS}
+
+
+@pytest.mark.parametrize("name", PAPERS)
+def test_paper_folder_is_complete(name):
+    paper = get_paper(name)
+    runner = paper.runner()
+    assert set(runner.TIERS) == set(TIER_NAMES) and set(runner.SEEDS) == set(TIER_NAMES)
+    for tier, preset in runner.TIERS.items():
+        assert set(preset) <= set(runner.CONFIG), f"tier {tier} sets keys CONFIG lacks"
+    assert set(runner.FEW_STEPS) <= set(runner.CONFIG)
+    expected = load_expected(expected_path(paper))
+    assert expected.paper == name and expected.claims
+    assert all("cpu" in c.checks for c in expected.claims), "every claim is tested at the cpu tier"
+    readme = (paper.folder / "README.md").read_text().lower()
+    for section in ("## claims", "## tiers", "## deviations"):
+        assert section in readme, f"README lacks a '{section}' section"
+
+
+def test_committed_results_pass_check(monkeypatch):
+    monkeypatch.delenv("REPRO_RESULTS_DIR", raising=False)
+    assert current_results_dir() == ROOT / "results"
+    assert main(["check", "--tier", "cpu"]) == 0

@@ -1,0 +1,39 @@
+import re
+
+from common.cli import main
+from common.papers import PAPERS
+from common.report import build_report
+
+
+def test_report_builds_and_shows_every_paper(tmp_path, results_dir):
+    out = build_report(tmp_path / "report")
+    text = (out / "REPORT.md").read_text()
+    html = (out / "index.html").read_text()
+    for name, paper in PAPERS.items():
+        assert f"| {name}" in text and name in html
+        if not paper.implemented:
+            assert re.search(rf"\| {name} +\| — +\| ⏳ not implemented yet", text)
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (out / image).exists()
+
+
+def test_a_malformed_record_is_named_by_check_and_survived_by_report(tmp_path, results_dir, capsys):
+    implemented = [p for p in PAPERS.values() if p.implemented]
+    if not implemented:
+        return
+    name = implemented[0].name
+    bad = results_dir / name / "cpu" / "broken.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"paper": "%s", "metrics": ' % name)
+    assert main(["check", name, "--tier", "cpu"]) == 1
+    assert f"{bad}: does not parse as JSON" in capsys.readouterr().err
+    out = build_report(tmp_path / "report")
+    assert f"{bad}: does not parse as JSON" in (out / "REPORT.md").read_text()
+
+
+def test_report_replaces_stale_files(tmp_path, results_dir):
+    out = tmp_path / "report"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "stale.png").write_bytes(b"old")
+    build_report(out)
+    assert not (out / "figures" / "stale.png").exists()

@@ -1,0 +1,122 @@
+import json
+
+import pytest
+
+from common.cli import main
+from common.papers import PAPERS, Paper
+from common.records import RECORD_KEYS, load_run
+from common.runs import run_one
+from tests import toy_runner
+
+
+@pytest.fixture
+def toy(monkeypatch, results_dir, tmp_path):
+    """Register the toy runner as paper 'toy', with checkpoints under tmp_path."""
+    monkeypatch.setitem(PAPERS, "toy", Paper("toy", "Toy 2026"))
+    original_runner, original_implemented = Paper.runner, Paper.implemented
+    monkeypatch.setattr(Paper, "runner", lambda self: toy_runner if self.name == "toy" else original_runner(self))
+    monkeypatch.setattr(Paper, "implemented", property(
+        lambda self: self.name == "toy" or original_implemented.fget(self)))
+    monkeypatch.setattr("common.runs.checkpoint_dir", lambda *a: tmp_path / "ckpt" / "-".join(map(str, a)))
+    return results_dir
+
+
+def _records(results_dir, tier="cpu"):
+    return sorted((results_dir / "toy" / tier).glob("*.json"))
+
+
+def test_a_record_carries_everything_the_suite_promises(toy):
+    record = run_one("toy", "cpu", seed=3, quiet=True)
+    path, = _records(toy)
+    assert json.loads(path.read_text()) == record
+    assert set(RECORD_KEYS) <= set(record)
+    assert record["seed"] == 3 and record["status"] == "ok" and record["reason"] is None
+    assert record["config"] == {**toy_runner.CONFIG} and record["overrides"] == {}
+    assert set(record["metrics"]) == {"loss", "norm"}
+    assert set(record["versions"]) >= {"python", "torch", "numpy", "scipy"}
+    assert record["hardware"]["device"] == "cpu" and record["hardware"]["cpu"]
+    assert record["throughput"] == {"steps_per_s": 100.0} and record["wall_time_s"] > 0
+    assert "commit" in record["git"] and "dirty" in record["git"]
+    run = load_run(path)
+    curves = run.curves()
+    assert list(curves["step"]) == list(range(6)) and set(curves["model"]) == {"toy"}
+    assert run.arrays("final")["x"].shape == (3,)
+
+
+def test_runs_are_bit_identical_for_a_seed(toy):
+    first = run_one("toy", "cpu", seed=1, quiet=True)
+    second = run_one("toy", "cpu", seed=1, quiet=True)
+    assert first["metrics"] == second["metrics"] and first["run_id"] != second["run_id"]
+    assert len(_records(toy)) == 2  # concurrent or repeated runs never share a file
+
+
+def test_nan_is_recorded_as_diverged_at_its_step(toy):
+    record = run_one("toy", "cpu", seed=0, overrides={"blow_up_at": 2}, quiet=True)
+    assert record["status"] == "diverged" and record["metrics"] == {}
+    assert record["reason"] == "loss = nan at step 2"
+    path, = _records(toy)
+    assert list(load_run(path).curves()["step"]) == [0, 1]
+
+
+def test_a_crash_is_recorded_as_failed_and_exits_nonzero(toy, capsys):
+    assert main(["run", "toy", "--seed", "0", "--set", "fail=true", "--quiet"]) == 1
+    path, = _records(toy)
+    record = json.loads(path.read_text())
+    assert record["status"] == "failed" and record["reason"] == "RuntimeError: toy failure"
+
+
+def test_resume_continues_a_killed_run_to_the_same_result(toy, monkeypatch):
+    reference = run_one("toy", "cpu", seed=5, quiet=True)
+    monkeypatch.setenv("TOY_KILL_AT", "3")
+    with pytest.raises(toy_runner.Killed):
+        run_one("toy", "cpu", seed=5, quiet=True)
+    assert len(_records(toy)) == 1  # a killed run leaves no record
+    monkeypatch.setenv("TOY_KILL_AT", "1")  # would fire again if the run restarted from scratch
+    resumed = run_one("toy", "cpu", seed=5, resume=True, quiet=True)
+    # the random streams are restored too, so the resumed run ends exactly where the reference did
+    assert resumed["status"] == "ok" and resumed["metrics"] == reference["metrics"]
+    latest = max(_records(toy), key=lambda p: json.loads(p.read_text())["started_at"])
+    curves = load_run(latest).curves()
+    assert list(curves["step"]) == list(range(6))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "nope"], "unknown paper 'nope'; valid papers: dqn_atari"),
+    (["run", "toy", "--tier", "huge"], "unknown tier 'huge'; valid tiers: smoke, cpu, paper"),
+    (["run", "toy", "--set", "stepz=3"], "--set stepz: unknown key; valid keys: blow_up_at, fail, label"),
+    (["run", "toy", "--set", "steps=3.5"], "--set steps=3.5: steps takes a int"),
+    (["run", "toy", "--set", "fail=maybe"], "fail takes true or false"),
+    (["run", "toy", "--set", "lr=__import__('os')"], "lr takes a float"),
+    (["run", "toy", "--set", "steps"], "expected key=value"),
+    (["run", "toy", "--device", "tpu"], "unknown device 'tpu'; valid devices: auto, cpu, cuda, mps"),
+    (["run", "toy", "--seeds", "0"], "--seeds 0: must be at least 1"),
+    (["run", "vae"], "paper 'vae' is planned, not implemented yet"),
+    (["check", "toy", "--tier", "gpu"], "unknown tier 'gpu'"),
+    (["sweep", "toy", "--launcher", "k8s"], "unknown launcher 'k8s'; valid launchers: local, slurm"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(toy, capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not toy.exists() or not any(toy.rglob("*.json"))
+
+
+def test_set_values_are_typed_by_the_config(toy):
+    record = run_one("toy", "cpu", seed=0, overrides={"steps": 2, "label": "b", "widths": [1, 2]}, quiet=True)
+    assert record["config"]["steps"] == 2 and record["config"]["label"] == "b"
+    from common.config import parse_sets
+    assert parse_sets(toy_runner, ["widths=16,32", "fail=yes", "lr=1e-3"]) == \
+        {"widths": [16, 32], "fail": True, "lr": 0.001}
+
+
+def test_wandb_without_the_package_is_a_clear_error(toy, capsys, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    assert main(["run", "toy", "--seed", "0", "--wandb"]) == 2
+    assert "wandb is not installed" in capsys.readouterr().err
