@@ -6,7 +6,7 @@ VENV := .venv
 REPRO := $(VENV)/bin/repro
 PAPERS := dqn_atari vae gan gran urnn elu irnn binaryconnect pearl bear siren nmf simclr_data
 IMPLEMENTED = $(shell test -x $(REPRO) && $(REPRO) list | awk '$$2 == "implemented" {print $$1}')
-WORKERS ?= 2
+WORKERS ?= 3
 
 .PHONY: test smoke cpu check report $(PAPERS)
 

@@ -247,14 +247,12 @@ def expected_path(paper: Paper) -> Path:
 
 
 def check_paper(paper: Paper, tier: str) -> tuple[list[Verdict], list[str]]:
-    """Verdicts for every claim with a check at `tier`, and the errors that make `check` fail."""
-    errors: list[str] = []
+    """Verdicts for every claim with a check at `tier`, and the malformed files met on the way."""
+    runs, errors = scan(paper.name, tier)
     try:
         expected = load_expected(expected_path(paper))
     except ExpectedError as err:
-        return [], [str(err)]
-    runs, bad = scan(paper.name, tier)
-    errors += bad
+        return [], errors + [str(err)]
     runs = judged_runs(runs)
     verdicts = []
     for claim in expected.claims:
@@ -266,8 +264,11 @@ def check_paper(paper: Paper, tier: str) -> tuple[list[Verdict], list[str]]:
             errors.append(str(err))
             continue
         verdicts.append(verdict)
-        if not verdict.matches:
-            detail = f" ({verdict.note})" if verdict.note else ""
-            errors.append(f"{paper.name}/{claim.id} at tier {tier}: status {verdict.status}, "
-                          f"expected.yaml records {verdict.expected}{detail}")
     return verdicts, errors
+
+
+def mismatch(verdict: Verdict) -> str:
+    """Why `repro check` fails on a verdict whose status differs from the recorded one."""
+    detail = f" ({verdict.note})" if verdict.note else ""
+    return (f"{verdict.paper}/{verdict.claim.id} at tier {verdict.tier}: status {verdict.status}, "
+            f"expected.yaml records {verdict.expected}{detail}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from common.papers import PAPERS, TIER_NAMES, UsageError, get_paper
@@ -58,7 +59,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from common.checks import check_paper
+    from common.checks import check_paper, mismatch
     from common.config import check_tier
     from common.papers import implemented_papers
     check_tier(args.tier)
@@ -70,7 +71,7 @@ def cmd_check(args) -> int:
             problems.append(f"{paper.name}: planned, not implemented yet: nothing to check")
             continue
         verdicts, errors = check_paper(paper, args.tier)
-        problems += errors
+        problems += errors + [mismatch(v) for v in verdicts if not v.matches]
         for v in verdicts:
             ours = v.summary.format() if v.summary else v.note
             flag = "ok" if v.matches else "MISMATCH"
@@ -154,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from common.checks import ExpectedError
     from common.data import DatasetError
+    if hasattr(signal, "SIGPIPE") and argv is None:  # `repro list | head` ends quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

@@ -186,15 +186,19 @@ def build_report(out: Path | None = None) -> Path:
         if not paper.implemented:
             matrix.append({"paper": paper.name, "claim": "—", **{f"{t} tier": STATUS_LABEL["planned"] for t in TIER_NAMES}})
             continue
+        for tier in TIER_NAMES:
+            unreadable += scan(paper.name, tier)[1]
         try:
             expected = load_expected(expected_path(paper))
         except ExpectedError as err:
             unreadable.append(str(err))
+            matrix.append({"paper": paper.name, "claim": "expected.yaml unreadable",
+                           **{f"{t} tier": "—" for t in TIER_NAMES}})
             continue
         per_tier = {}
         for tier in TIER_NAMES:
             verdicts, errors = check_paper(paper, tier)
-            unreadable += [e for e in errors if "expected.yaml records" not in e]
+            unreadable += [e for e in errors if e not in unreadable]
             per_tier[tier] = {v.claim.id: v for v in verdicts}
         for claim in expected.claims:
             row = {"paper": paper.name, "claim": claim.id}

@@ -1,11 +1,12 @@
 import re
 
 from common.cli import main
-from common.papers import PAPERS
+from common.papers import PAPERS, ROOT
 from common.report import build_report
 
 
-def test_report_builds_and_shows_every_paper(tmp_path, results_dir):
+def test_report_builds_from_committed_results_and_shows_every_paper(tmp_path, monkeypatch):
+    monkeypatch.delenv("REPRO_RESULTS_DIR", raising=False)
     out = build_report(tmp_path / "report")
     text = (out / "REPORT.md").read_text()
     html = (out / "index.html").read_text()
@@ -13,6 +14,8 @@ def test_report_builds_and_shows_every_paper(tmp_path, results_dir):
         assert f"| {name}" in text and name in html
         if not paper.implemented:
             assert re.search(rf"\| {name} +\| — +\| ⏳ not implemented yet", text)
+        elif (ROOT / "results" / name / "cpu").exists():
+            assert f"## {name}" in text and f"figures/{name}/" in text  # its section and its pictures
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (out / image).exists()
 
