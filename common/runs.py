@@ -41,13 +41,21 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def git_state() -> dict:
-    """The commit the code came from, and whether code (not results/report) differed from it."""
+def git_state(paper: str | None = None) -> dict:
+    """The commit the code came from, and whether the code a run uses differed from it.
+
+    For a paper's run that code is the harness, the paper's own folder and the project file;
+    without a paper, everything but results/ and report/.
+    """
     def git(*args):
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
         return out.stdout.strip() if out.returncode == 0 else None
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)report")
+    if paper:
+        paths = ["common", f"reproductions/{paper}", "reproductions/__init__.py", "pyproject.toml"]
+    else:
+        paths = [".", ":(exclude)results", ":(exclude)report"]
+    status = git("status", "--porcelain", "--", *paths)
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
@@ -150,7 +158,7 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
         "run_id": run_id, "paper": paper_name, "tier": tier, "seed": seed,
         "config": cfg, "overrides": overrides, "config_hash": chash,
         "metrics": metrics, "status": status, "reason": reason,
-        "git": git_state(), "started_at": started.isoformat(timespec="seconds"),
+        "git": git_state(paper_name), "started_at": started.isoformat(timespec="seconds"),
         "wall_time_s": round(wall, 3), "hardware": hardware(torch_device),
         "versions": versions(tuple(runner.LIBRARIES)), "throughput": ctx.throughput,
     }
