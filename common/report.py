@@ -96,7 +96,7 @@ def readme_section(paper: Paper, title: str) -> str | None:
     readme = paper.folder / "README.md"
     if not readme.exists():
         return None
-    match = re.search(rf"^##\s+{title}\s*$(.*?)(?=^##\s|\Z)", readme.read_text(), re.M | re.S | re.I)
+    match = re.search(rf"^##\s+{title}[^\n]*$(.*?)(?=^##\s|\Z)", readme.read_text(), re.M | re.S | re.I)
     return match.group(1).strip() if match else None
 
 
