@@ -123,6 +123,7 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
     for name in runner.DATASETS:  # verify data before anything runs or is written
         for filename in REGISTRY[name]:
             dataset_file(name, filename)
+    code = git_state(paper_name)  # before the run: edits made while it runs are not its code
     chash = configs.config_hash(cfg)
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"{started:%Y%m%dT%H%M%S}-s{seed}-{chash}-{uuid.uuid4().hex[:6]}"
@@ -158,7 +159,7 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
         "run_id": run_id, "paper": paper_name, "tier": tier, "seed": seed,
         "config": cfg, "overrides": overrides, "config_hash": chash,
         "metrics": metrics, "status": status, "reason": reason,
-        "git": git_state(paper_name), "started_at": started.isoformat(timespec="seconds"),
+        "git": code, "started_at": started.isoformat(timespec="seconds"),
         "wall_time_s": round(wall, 3), "hardware": hardware(torch_device),
         "versions": versions(tuple(runner.LIBRARIES)), "throughput": ctx.throughput,
     }

@@ -43,6 +43,16 @@ def test_a_record_carries_everything_the_suite_promises(toy):
     assert run.arrays("final")["x"].shape == (3,)
 
 
+def test_the_git_state_is_read_before_the_run_starts(toy, monkeypatch):
+    """Code edited while a run is going is not the code it ran: the record keeps the state at start."""
+    edited = []
+    monkeypatch.setattr("common.runs.git_state", lambda paper=None: {"commit": "a" * 40, "dirty": bool(edited)})
+    original_run = toy_runner.run
+    monkeypatch.setattr(toy_runner, "run", lambda cfg, ctx: (edited.append(True), original_run(cfg, ctx))[1])
+    record = run_one("toy", "cpu", seed=0, quiet=True)
+    assert edited and record["git"] == {"commit": "a" * 40, "dirty": False}
+
+
 def test_runs_are_bit_identical_for_a_seed(toy):
     first = run_one("toy", "cpu", seed=1, quiet=True)
     second = run_one("toy", "cpu", seed=1, quiet=True)
