@@ -85,6 +85,21 @@ class LoadedRun:
             return {k: data[k] for k in data.files}
 
 
+def first_arrays(runs: list[LoadedRun], name: str) -> tuple[int, dict[str, np.ndarray]] | None:
+    """(seed, arrays) of the lowest-seed run that saved arrays `name`, for a figure of one run."""
+    for run in sorted(runs, key=lambda r: r.seed):
+        arrays = run.arrays(name)
+        if arrays is not None:
+            return run.seed, arrays
+    return None
+
+
+def all_curves(runs: list[LoadedRun]) -> pd.DataFrame:
+    """Every run's curves in one frame (with its `seed` column); empty when none logged any."""
+    frames = [f for f in (r.curves() for r in runs) if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def load_run(path: Path) -> LoadedRun:
     try:
         record = json.loads(path.read_text())

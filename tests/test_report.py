@@ -40,3 +40,15 @@ def test_report_replaces_stale_files(tmp_path, results_dir):
     (out / "figures" / "stale.png").write_bytes(b"old")
     build_report(out)
     assert not (out / "figures" / "stale.png").exists()
+
+
+def test_rebuilding_from_the_same_results_gives_the_same_files(tmp_path, monkeypatch):
+    """The report is a function of results/: bootstrap bands and figures are seeded, so a rebuild
+    without new results leaves no diff to commit."""
+    monkeypatch.delenv("REPRO_RESULTS_DIR", raising=False)
+
+    def contents(out):
+        return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    first = contents(build_report(tmp_path / "a"))
+    assert contents(build_report(tmp_path / "b")) == first

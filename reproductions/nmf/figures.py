@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from common.plots import curve_plot, image_grid
+from common.records import all_curves, first_arrays
 
 RULE_NAMES = {"euclidean": "Euclidean ‖V−WH‖²", "kl": "KL divergence D(V‖WH)"}
 DATA_NAMES = {"faces": "CBCL faces", "synthetic": "synthetic V = W₀H₀ + noise"}
@@ -28,10 +29,9 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
     made: list[tuple[str, Path]] = []
     runs = sorted(runs, key=lambda r: r.seed)
 
-    frames = [r.curves() for r in runs]
-    frames = [f for f in frames if not f.empty and {"rule", "data", "objective"} <= set(f.columns)]
-    if frames:
-        curves = _thin(pd.concat(frames, ignore_index=True))
+    curves = all_curves(runs)
+    if {"rule", "data", "objective"} <= set(curves.columns):
+        curves = _thin(curves)
         curves = curves.assign(rule=curves["rule"].map(RULE_NAMES).fillna(curves["rule"]))
         n_seeds = curves["seed"].nunique()
         for data in sorted(curves["data"].unique()):
@@ -43,9 +43,9 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                          f"iterations (log scale; mean of {n_seeds} seed(s), 95% band). Theorems 1 and 2 say "
                          "neither curve may ever rise.", path))
 
-    arrays = next((a for a in (r.arrays("bases") for r in runs) if a is not None), None)
-    if arrays is not None:
-        seed = next(r.seed for r in runs if r.arrays("bases") is not None)
+    found = first_arrays(runs, "bases")
+    if found is not None:
+        seed, arrays = found
         panels = [("nmf_kl", "NMF, KL rule", False), ("nmf_euclidean", "NMF, Euclidean rule", False),
                   ("pca", "PCA (eigenfaces)", True)]
         for key, title, signed in panels:

@@ -11,28 +11,15 @@ import numpy as np
 import pandas as pd
 
 from common.plots import curve_plot, plt, save
+from common.records import all_curves, first_arrays
 
 MODEL_ORDER = ("gt", "siren", "relu_pe", "relu", "tanh")
 NAMES = {"gt": "ground truth", "siren": "SIREN", "relu": "ReLU", "relu_pe": "ReLU P.E.", "tanh": "tanh"}
 
 
-def _first_arrays(runs, name: str) -> dict | None:
-    for run in sorted(runs, key=lambda r: r.seed):
-        arrays = run.arrays(name)
-        if arrays:
-            return arrays
-    return None
-
-
 def _ordered(arrays: dict) -> list[str]:
     return [k for k in MODEL_ORDER if k in arrays] + sorted(k for k in arrays if k not in MODEL_ORDER
                                                             and arrays[k].ndim == 2)
-
-
-def _curves(runs) -> pd.DataFrame:
-    frames = [r.curves() for r in runs]
-    frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _psnr_curves(curves: pd.DataFrame, out_dir: Path) -> list[tuple[str, Path]]:
@@ -156,26 +143,28 @@ def _activations(arrays: dict, path: Path) -> Path:
 
 def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
     out_dir = Path(out_dir)
-    figs = _psnr_curves(_curves(runs), out_dir)
+    figs = _psnr_curves(all_curves(runs), out_dir)
 
-    image = _first_arrays(runs, "image")
+    first = {name: found[1] for name in ("image", "derivs", "poisson", "audio", "acts")
+             if (found := first_arrays(runs, name))}
+    image = first.get("image")
     if image and "gt" in image:
         figs.append(("Image fits after training (first seed), with absolute error maps on the [0, 1] scale",
                      _image_grid(image, out_dir / "siren_image_fits.png", "Image fitting", errors=True)))
-    derivs = _first_arrays(runs, "derivs")
+    derivs = first.get("derivs")
     if derivs and "sobel" in derivs and "laplace_gt" in derivs:
         figs.append(("Gradient magnitude and Laplacian: the image's Sobel / discrete Laplacian vs the autograd "
                      "∇Φ and ΔΦ of the fitted SIREN and ReLU nets (ReLU's Laplacian is 0 almost everywhere)",
                      _derivatives(derivs, out_dir / "siren_derivatives.png")))
-    poisson = _first_arrays(runs, "poisson")
+    poisson = first.get("poisson")
     if poisson and "gt" in poisson:
         figs.append(("Reconstructions from the gradient field only (first seed), offset matched to the image mean",
                      _image_grid(poisson, out_dir / "siren_poisson.png", "Poisson: fit from gradients", errors=True)))
-    audio = _first_arrays(runs, "audio")
+    audio = first.get("audio")
     if audio and "gt" in audio:
         figs.append(("Audio: fitted waveforms over the fitted window of gt_bach.wav, and a 10 ms zoom",
                      _audio(audio, out_dir / "siren_audio.png")))
-    acts = _first_arrays(runs, "acts")
+    acts = first.get("acts")
     if acts and any(k.endswith("_hist") for k in acts):
         figs.append(("Sine-output histograms at three depths vs the arcsine density, and pre-activation std vs "
                      "depth, for the paper's init and two naive inits",
