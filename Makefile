@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check --select F,E9 common reproductions tests
 	$(VENV)/bin/python -m pytest -q
 
 smoke: $(VENV)/.installed

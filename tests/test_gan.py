@@ -16,6 +16,7 @@ from common.data import available
 from reproductions.gan import runner
 from reproductions.gan.gan import (Discriminator, Generator, Maxout, discriminator_loss, generator_loss,
                                    nearest_neighbour, parzen_log_likelihood, sample_noise, select_sigma)
+from tests.resume import kill_then_resume
 
 
 @pytest.fixture(autouse=True)
@@ -249,44 +250,16 @@ def test_bad_budget_is_rejected():
 
 
 # -- resume: a run killed mid-training and resumed ends where an uninterrupted run ends ------------------
-class _Killed(Exception):
-    pass
-
-
-def _ctx(tmp: Path, resume: bool) -> RunContext:
-    return RunContext(paper="gan", tier="smoke", seed=0, device=torch.device("cpu"), checkpoint_dir=tmp / "ckpt",
-                      artifact_prefix=tmp / "art", resume=resume, show_progress=False)
-
-
 @pytest.mark.skipif(not available("mnist"), reason="mnist dataset missing (set REPRO_DATA_DIR)")
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"]}
-
-    def go(ctx):
-        torch.manual_seed(0)
-        return runner.run(dict(cfg), ctx)
-
-    reference = go(_ctx(tmp_path / "a", resume=False))
-    ctx = _ctx(tmp_path / "b", resume=False)
-    calls = {"n": 0}
-    log = ctx.log
-
-    def dying_log(step, **values):
-        calls["n"] += 1
-        if calls["n"] == 17:  # in the second epoch of the main run, after two checkpoints
-            raise _Killed
-        log(step, **values)
-
-    ctx.log = dying_log
-    with pytest.raises(_Killed):
-        go(ctx)
-    assert (tmp_path / "b" / "ckpt" / "train.pt").exists()
-    resumed_ctx = _ctx(tmp_path / "b", resume=True)
-    resumed = go(resumed_ctx)
+    # killed at the 17th log call: in the second epoch of the main run, after two checkpoints
+    reference, resumed, ctx, ckpt = kill_then_resume("gan", runner.run, cfg, tmp_path, kill_at_log_call=17)
+    assert (ckpt / "train.pt").exists()
     assert resumed.keys() == reference.keys()
     for k in reference:
         assert resumed[k] == pytest.approx(reference[k], rel=1e-6, abs=1e-9), k
-    rows = [(r.get("loss"), r["step"], "parzen_ll" in r) for r in resumed_ctx.curves]
+    rows = [(r.get("loss"), r["step"], "parzen_ll" in r) for r in ctx.curves]
     assert len(rows) == len(set(rows))
 
 

@@ -3,17 +3,16 @@ metric definitions and resume. Fast (a few seconds each), CPU only."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from common.context import RunContext
 from common.data import available
 from reproductions.siren import runner
 from reproductions.siren.siren import (MLP, PosEncoding, Siren, divergence, get_mgrid, gradient, laplacian,
                                        make_model, nyquist_frequencies)
+from tests.resume import kill_then_resume
 
 
 @pytest.fixture(autouse=True)
@@ -188,45 +187,15 @@ def test_audio_crop_keeps_full_clip_coordinates():
 
 
 # -- resume: a run killed mid-fit and resumed ends where an uninterrupted run ends --------------------
-class _Killed(Exception):
-    pass
-
-
-def _ctx(tmp: Path, resume: bool) -> RunContext:
-    return RunContext(paper="siren", tier="smoke", seed=0, device=torch.device("cpu"),
-                      checkpoint_dir=tmp / "ckpt", artifact_prefix=tmp / "art", resume=resume,
-                      show_progress=False)
-
-
 @pytest.mark.skipif(not available("siren"), reason="siren dataset missing (set REPRO_DATA_DIR)")
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "image_steps": 8, "poisson_steps": 4, "audio_steps": 4,
            "log_every": 1, "checkpoint_every": 3}
-
-    def go(ctx):
-        torch.manual_seed(0)
-        return runner.run(dict(cfg), ctx)
-
-    reference = go(_ctx(tmp_path / "a", resume=False))
-
-    ctx = _ctx(tmp_path / "b", resume=False)
-    calls = {"n": 0}
-    log = ctx.log
-
-    def dying_log(step, **values):
-        calls["n"] += 1
-        if calls["n"] == 25:  # inside the image fits, after some checkpoints
-            raise _Killed
-        log(step, **values)
-
-    ctx.log = dying_log
-    with pytest.raises(_Killed):
-        go(ctx)
-    assert any((tmp_path / "b" / "ckpt").glob("image_*.pt"))
-    resumed_ctx = _ctx(tmp_path / "b", resume=True)
-    resumed = go(resumed_ctx)
+    # killed at the 25th log call: inside the image fits, after some checkpoints
+    reference, resumed, ctx, ckpt = kill_then_resume("siren", runner.run, cfg, tmp_path, kill_at_log_call=25)
+    assert any(ckpt.glob("image_*.pt"))
     assert resumed.keys() == reference.keys()
     for k in reference:
         assert resumed[k] == pytest.approx(reference[k], rel=1e-5, abs=1e-6), k
-    steps = [(r["task"], r["model"], r["step"]) for r in resumed_ctx.curves if "task" in r]
+    steps = [(r["task"], r["model"], r["step"]) for r in ctx.curves if "task" in r]
     assert len(steps) == len(set(steps))                                     # no duplicated curve rows
