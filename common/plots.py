@@ -22,13 +22,18 @@ def save(fig, path: Path) -> Path:
 
 
 def curve_plot(curves: pd.DataFrame, y: str, path: Path, x: str = "step", hue: str | None = None,
-               title: str = "", logy: bool = False, col: str | None = None) -> Path:
+               title: str = "", logy: bool = False, col: str | None = None, logx: bool = False,
+               ylim: tuple[float, float] | None = None, style: str | None = None) -> Path:
     """Mean over seeds with a 95% bootstrap band (seaborn, fixed bootstrap seed so the report is
     reproducible), one line per `hue`, one panel per `col`."""
-    grid = sns.relplot(data=curves, x=x, y=y, hue=hue, col=col, kind="line", errorbar=("ci", 95), seed=0,
+    grid = sns.relplot(data=curves, x=x, y=y, hue=hue, col=col, style=style, kind="line", errorbar=("ci", 95), seed=0,
                        height=3.2, aspect=1.4, facet_kws={"sharey": False})
     if logy:
         grid.set(yscale="log")
+    if logx:
+        grid.set(xscale="log")
+    if ylim is not None:
+        grid.set(ylim=ylim)
     if title:
         grid.figure.suptitle(title, y=1.03)
     return save(grid.figure, path)
