@@ -49,7 +49,7 @@ TIERS = {
               "mnist_samples": 6_000, "frey_samples": 4_000, "pilot_steps": 5, "eval_from": 1000,
               "evals_per_decade": 2, "eval_train": 500, "is_images": 50, "is_samples": 20,
               "checkpoint_every": 2000},
-    # ~13 min per seed on one idle CPU thread (README): four MNIST Nz and two Frey Nz to 1e6 samples each
+    # ~10 min of single-thread CPU time per seed (README, measured): four MNIST Nz and two Frey Nz to 1e6 samples each
     "cpu": {"mnist_latents": "3,10,20,200", "frey_latents": "2,10", "mnist_samples": 1_000_000,
             "frey_samples": 1_000_000},
     "paper": {},
