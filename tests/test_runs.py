@@ -11,8 +11,10 @@ from tests import toy_runner
 
 @pytest.fixture
 def toy(monkeypatch, results_dir, tmp_path):
-    """Register the toy runner as paper 'toy', with checkpoints under tmp_path."""
+    """Register the toy runner as paper 'toy' (and a folder-less paper 'ghost', always planned),
+    with checkpoints under tmp_path."""
     monkeypatch.setitem(PAPERS, "toy", Paper("toy", "Toy 2026"))
+    monkeypatch.setitem(PAPERS, "ghost", Paper("ghost", "Ghost 2026"))
     original_runner, original_implemented = Paper.runner, Paper.implemented
     monkeypatch.setattr(Paper, "runner", lambda self: toy_runner if self.name == "toy" else original_runner(self))
     monkeypatch.setattr(Paper, "implemented", property(
@@ -100,7 +102,8 @@ def test_resume_continues_a_killed_run_to_the_same_result(toy, monkeypatch):
     (["run", "toy", "--set", "steps"], "expected key=value"),
     (["run", "toy", "--device", "tpu"], "unknown device 'tpu'; valid devices: auto, cpu, cuda, mps"),
     (["run", "toy", "--seeds", "0"], "--seeds 0: must be at least 1"),
-    (["run", "vae"], "paper 'vae' is planned, not implemented yet"),
+    (["run", "ghost"], "paper 'ghost' is planned, not implemented yet"),
+    (["sweep", "ghost"], "paper 'ghost' is planned, not implemented yet"),
     (["check", "toy", "--tier", "gpu"], "unknown tier 'gpu'"),
     (["sweep", "toy", "--launcher", "k8s"], "unknown launcher 'k8s'; valid launchers: local, slurm"),
 ])
