@@ -89,11 +89,11 @@ def _table_figure(table: pd.DataFrame, path: Path) -> Path:
                           winners=("winner", lambda w: ", ".join(w))).reset_index()
     cells = [[r.M1, r.M2, _fmt(r.r_test), _fmt(r.r_sample), r.winners] for r in summary.itertuples()]
     n_seeds = table["seed"].nunique()
-    fig, ax = plt.subplots(figsize=(9, 0.32 * len(cells) + 0.9))
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(cells) + 0.9))
     ax.axis("off")
     tab = ax.table(cellText=cells, colLabels=["M1", "M2", f"r_test (mean of {n_seeds})",
                                               f"r_sample (mean of {n_seeds})", "winner per seed"],
-                   loc="center", cellLoc="center")
+                   loc="center", cellLoc="center", colWidths=[0.14, 0.14, 0.15, 0.15, 0.42])
     tab.auto_set_font_size(False)
     tab.set_fontsize(8)
     tab.scale(1, 1.3)

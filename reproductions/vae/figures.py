@@ -2,6 +2,7 @@
 trained model, and the learned 2-D manifolds (Figs. 4-5)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from common.plots import curve_plot, image_grid
@@ -9,6 +10,12 @@ from common.records import all_curves, first_arrays
 
 # Figure 2's axes: x from 1e5 training samples (log), y as the paper plots it
 AXES = {"mnist": ("MNIST", (-150, -100)), "frey": ("Frey Face", (0, 1600))}
+
+
+def _y_range(paper_ylim: tuple[int, int], final_values) -> tuple[int, int]:
+    """The paper's y-axis, stretched down (in steps of 10) so that every curve's end point is on it."""
+    lowest = min(final_values, default=paper_ylim[0])
+    return (min(paper_ylim[0], 10 * math.floor(lowest / 10)), paper_ylim[1])
 
 
 def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
@@ -20,10 +27,12 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                            var_name="split", value_name="lower bound")
         long = long.assign(split=long["split"].map({"elbo_train": "train", "elbo_test": "test"}),
                            Nz=long["nz"].astype(int)).rename(columns={"step": "training samples evaluated"})
-        for dataset, (title, ylim) in AXES.items():
+        for dataset, (title, paper_ylim) in AXES.items():
             subset = long[long["dataset"] == dataset]
             if subset.empty:
                 continue
+            ends = subset[subset["training samples evaluated"] == subset["training samples evaluated"].max()]
+            ylim = _y_range(paper_ylim, ends["lower bound"])
             n_seeds = subset["seed"].nunique()
             path = curve_plot(subset, x="training samples evaluated", y="lower bound", hue="split", col="Nz",
                               logx=True, ylim=ylim,
@@ -31,7 +40,9 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                               title=f"{title}: lower bound per datapoint vs training samples evaluated")
             made.append((f"Figure 2, {title}: the variational lower bound per datapoint on the training subset "
                          f"and the test set against the number of training samples evaluated (log scale; mean of "
-                         f"{n_seeds} seed(s), 95% band), on the paper's y-axis {ylim[0]} … {ylim[1]}.", path))
+                         f"{n_seeds} seed(s), 95% band), on the paper's y-axis {paper_ylim[0]} … {paper_ylim[1]}"
+                         + (f", extended down to {ylim[0]} to show every curve's end" if ylim != paper_ylim else "")
+                         + ".", path))
 
     config = runs[0].record["config"] if runs else {}
     for dataset, (name, _) in AXES.items():
