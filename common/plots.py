@@ -23,11 +23,17 @@ def save(fig, path: Path) -> Path:
 
 def curve_plot(curves: pd.DataFrame, y: str, path: Path, x: str = "step", hue: str | None = None,
                title: str = "", logy: bool = False, col: str | None = None, logx: bool = False,
-               ylim: tuple[float, float] | None = None, style: str | None = None) -> Path:
+               ylim: tuple[float, float] | None = None, style: str | None = None,
+               baseline: str | None = None) -> Path:
     """Mean over seeds with a 95% bootstrap band (seaborn, fixed bootstrap seed so the report is
-    reproducible), one line per `hue`, one panel per `col`."""
+    reproducible), one line per `hue`, one panel per `col`. `baseline` names a column holding a
+    reference level (e.g. a task's memoryless loss), drawn as a dashed black line in each panel."""
     grid = sns.relplot(data=curves, x=x, y=y, hue=hue, col=col, style=style, kind="line", errorbar=("ci", 95), seed=0,
                        height=3.2, aspect=1.4, facet_kws={"sharey": False})
+    if baseline is not None:
+        for panel, ax in grid.axes_dict.items() if col else [(None, grid.ax)]:
+            level = curves[baseline] if panel is None else curves.loc[curves[col] == panel, baseline]
+            ax.axhline(level.dropna().iloc[0], color="black", linestyle="--", linewidth=1)
     if logy:
         grid.set(yscale="log")
     if logx:

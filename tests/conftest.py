@@ -3,9 +3,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from common.data import available
 from common.papers import implemented_papers
+
+# The tests' models are small: one thread is as fast, and never oversubscribes a machine shared with training.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

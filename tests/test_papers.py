@@ -57,7 +57,8 @@ def test_paper_folder_is_complete(name):
     assert set(runner.FEW_STEPS) <= set(runner.CONFIG)
     expected = load_expected(expected_path(paper))
     assert expected.paper == name and expected.claims
-    assert all("cpu" in c.checks for c in expected.claims), "every claim is tested at the cpu tier"
+    assert all("cpu" in c.checks or c.reason for c in expected.claims), \
+        "every claim is tested at the cpu tier, or gives the reason it cannot be"
     readme = (paper.folder / "README.md").read_text().lower()
     for section in ("## claims", "## tiers", "## deviations"):
         assert section in readme, f"README lacks a '{section}' section"
