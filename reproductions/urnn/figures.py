@@ -19,8 +19,11 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
         if subset.empty:
             continue
         n_seeds = subset["seed"].nunique()
-        path = curve_plot(subset, y="test_loss", x="step", hue="model", col="task", baseline="baseline",
+        # toy tasks: the y-axis stops at 2.5x the baseline (as the paper's figures), cutting the first steps' spike
+        ylim = None if family == "mnist" else (0, 2.5 * subset["baseline"].max())
+        path = curve_plot(subset, y="test_loss", x="step", hue="model", col="task", baseline="baseline", ylim=ylim,
                           path=Path(out_dir) / f"urnn_{family}.png", title=f"{title}: test loss vs training step")
         made.append((f"{title}: test loss of each model against the training step (mean of {n_seeds} seed(s), "
-                     "95% band); the dashed line is the task's memoryless baseline.", path))
+                     "95% band); the dashed line is the task's memoryless baseline"
+                     + ("." if ylim is None else f"; the y-axis stops at {ylim[1]:.3g}, 2.5x the baseline."), path))
     return made
