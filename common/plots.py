@@ -50,7 +50,8 @@ def image_grid(images: np.ndarray, path: Path, ncols: int = 7, titles: list[str]
     """Draw a stack of 2-D images (N, H, W) as a grid, each scaled on its own."""
     n = len(images)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell, nrows * cell), squeeze=False)
+    row_height = cell * (1.3 if titles else 1.0)  # room for each image's title above it
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cell, nrows * row_height), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:

@@ -77,6 +77,7 @@ def train(model: nn.Module, task, s: TrainSettings, ctx: RunContext, label: str,
         if "result" in state:  # this model had finished before the run was killed
             return state["result"]
         step, diverged_at, last, recent = state["step"], state["diverged_at"], state["last"], state["recent"]
+        window = state["window"]
     else:  # the untrained model's point, so every curve starts at step 0
         last = evaluate(model, task, s.eval_batch)
         ctx.log(0, model=label, task=task.name, baseline=task.baseline, **{f"test_{k}": v for k, v in last.items()})
@@ -108,7 +109,8 @@ def train(model: nn.Module, task, s: TrainSettings, ctx: RunContext, label: str,
         if done % s.checkpoint_every == 0 and done < s.steps:
             ctx.checkpoint(key, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                  "generator": generator.get_state(), "step": done,
-                                 "diverged_at": diverged_at, "last": last, "recent": recent})
+                                 "diverged_at": diverged_at, "last": last, "recent": recent,
+                                 "window": window})
     elapsed = time.perf_counter() - started
     trained = (diverged_at - 1 if diverged_at else s.steps) - first_step
     result = {**last, "diverged_at": float(diverged_at), "steps_per_s": trained / elapsed if elapsed > 0 else 0.0}
