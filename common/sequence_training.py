@@ -47,6 +47,22 @@ def make_optimizer(params, s: TrainSettings) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {s.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
 
 
+def training_step(model: nn.Module, task, optimizer: torch.optim.Optimizer, s: TrainSettings,
+                  generator: torch.Generator) -> float | None:
+    """One update on a fresh minibatch, clipped if `s.clip` > 0; returns its loss, or None (and no
+    update) if the loss is NaN or inf."""
+    x, y = task.batch(s.batch_size, generator)
+    loss = task.loss(model(x), y)
+    if not math.isfinite(loss.item()):
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if s.clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), s.clip)
+    optimizer.step()
+    return loss.item()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, task, batch: int) -> dict[str, float]:
     """The task's metrics on its whole test set, weighted by batch size."""
@@ -63,8 +79,7 @@ def evaluate(model: nn.Module, task, batch: int) -> dict[str, float]:
 
 def train(model: nn.Module, task, s: TrainSettings, ctx: RunContext, label: str, seed: int) -> dict[str, float]:
     """Train `model` on `task`; returns its final test metrics (the mean of its last `final_evals`
-    evaluations) plus `diverged_at` (0 if it never did)
-    and `steps_per_s`. Curves are logged with model=`label`, task=`task.name`."""
+    evaluations) plus `diverged_at` (0 if it never did) and `steps_per_s`. Curves are logged with model=`label`, task=`task.name`."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model.parameters(), s)
     key = f"{task.name}-{label}"
@@ -85,17 +100,11 @@ def train(model: nn.Module, task, s: TrainSettings, ctx: RunContext, label: str,
     bar = ctx.progress(range(step, s.steps), desc=f"{task.name} {label}", total=s.steps)
     bar.update(step)
     for step in bar if not diverged_at else ():
-        x, y = task.batch(s.batch_size, generator)
-        loss = task.loss(model(x), y)
-        if not math.isfinite(loss.item()):
+        loss = training_step(model, task, optimizer, s, generator)
+        if loss is None:
             diverged_at = step + 1
             break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if s.clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), s.clip)
-        optimizer.step()
-        window.append(loss.item())
+        window.append(loss)
         done = step + 1
         if done % s.eval_every == 0 or done == s.steps:
             metrics = evaluate(model, task, s.eval_batch)

@@ -8,8 +8,6 @@ from pathlib import Path
 from common.plots import curve_plot
 from common.records import all_curves
 
-MODEL_ORDER = ("irnn", "rnn_relu", "rnn_tanh", "lstm")
-
 
 def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
     out_dir = Path(out_dir)

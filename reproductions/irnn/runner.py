@@ -23,7 +23,7 @@ import torch
 from common.context import RunContext
 from common.recurrent import KINDS, RecurrentBaseline
 from common.sequence_tasks import make_task
-from common.sequence_training import OPTIMIZERS, TrainSettings, make_optimizer, train
+from common.sequence_training import OPTIMIZERS, TrainSettings, make_optimizer, train, training_step
 
 # The paper tier (§4). Only these keys are --set-able; each is typed by its value.
 CONFIG = {
@@ -74,7 +74,6 @@ LIBRARIES = ()
 DATASETS = ("mnist",)
 
 INIT_SEED = 7_000  # per-seed offset of the model-initialization streams
-TASK_PREFIX = {"adding": "adding", "pixel_mnist": "mnist", "permuted_mnist": "permuted"}
 
 
 # -- configuration ------------------------------------------------------------------------------------
@@ -137,16 +136,10 @@ def pilot_score(initial: torch.nn.Module, task, cfg: dict, lr: float, seed: int)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(s.steps):
-        x, y = task.batch(s.batch_size, generator)
-        loss = task.loss(model(x), y)
-        if not math.isfinite(loss.item()):
+        loss = training_step(model, task, optimizer, s, generator)
+        if loss is None:
             return math.inf
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if s.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip)
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(loss)
     tail = losses[len(losses) // 2:]
     score = sum(tail) / len(tail)
     return score if math.isfinite(score) else math.inf

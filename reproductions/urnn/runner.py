@@ -67,13 +67,13 @@ LIBRARIES = ()
 DATASETS = ("mnist",)
 
 
-def parse_list(text: str, key: str) -> list[str]:
+def parse_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parse_sizes(text: str, key: str) -> dict[str, int]:
     try:
-        return {name.strip(): int(size) for name, size in (part.split("=") for part in parse_list(text, key))}
+        return {name.strip(): int(size) for name, size in (part.split("=") for part in parse_list(text))}
     except ValueError:
         raise ValueError(f"{key} must look like 'urnn=128,lstm=40', got {text!r}") from None
 
@@ -91,12 +91,12 @@ def settings(cfg: dict, kind: str, steps: int) -> TrainSettings:
                          final_evals=cfg["final_evals"])
 
 
-def step_seconds(step, repeats: int) -> float:
-    step()  # warm-up
+def step_seconds(step) -> float:
+    """Seconds for one call of `step`, after an untimed warm-up call (caches, allocator)."""
+    step()
     started = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return (time.perf_counter() - started) / repeats
+    step()
+    return time.perf_counter() - started
 
 
 def step_cost(task, cfg: dict, sizes: dict[str, int], generator: torch.Generator) -> dict[str, float]:
@@ -118,7 +118,7 @@ def step_cost(task, cfg: dict, sizes: dict[str, int], generator: torch.Generator
     seconds = {name: 0.0 for name in steps}
     for _ in range(cfg["speed_repeats"]):  # interleaved, so load on the machine hits all three alike
         for name, step in steps.items():
-            seconds[name] += step_seconds(step, 1)
+            seconds[name] += step_seconds(step)
     return {"urnn_fused_over_lstm": seconds["urnn_fused"] / seconds["lstm"],
             "urnn_naive_over_lstm": seconds["urnn_naive"] / seconds["lstm"],
             "lstm_step_ms": 1e3 * seconds["lstm"] / cfg["speed_repeats"]}
@@ -135,16 +135,16 @@ def unitarity_error(model: URNN, generator: torch.Generator) -> float:
 
 def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
     torch.set_flush_denormal(True)  # tiny LSTM activations otherwise slow CPU steps ~20x (measured at T = 200)
-    models = parse_list(cfg["models"], "models")
+    models = parse_list(cfg["models"])
     unknown = set(models) - {"urnn", "lstm", "rnn_tanh", "irnn"}
     if unknown:
         raise ValueError(f"models: unknown {sorted(unknown)}; valid models: urnn, lstm, rnn_tanh, irnn")
     jobs = [("copying", int(T), cfg["copying_steps"], parse_sizes(cfg["copying_hidden"], "copying_hidden"))
-            for T in parse_list(cfg["copying_lengths"], "copying_lengths")]
+            for T in parse_list(cfg["copying_lengths"])]
     jobs += [("adding", int(T), cfg["adding_steps"], parse_sizes(cfg["hidden"], "hidden"))
-             for T in parse_list(cfg["adding_lengths"], "adding_lengths")]
+             for T in parse_list(cfg["adding_lengths"])]
     jobs += [(name, cfg["mnist_side"], cfg["mnist_steps"], parse_sizes(cfg["hidden"], "hidden"))
-             for name in parse_list(cfg["mnist_tasks"], "mnist_tasks")]
+             for name in parse_list(cfg["mnist_tasks"])]
     metrics: dict[str, float] = {}
     for name, T, steps, sizes in jobs:
         mnist = name.endswith("mnist")
