@@ -3,7 +3,9 @@
 `dataset_file(name, filename)` finds a file in `$REPRO_DATA_DIR/<name>/`, then `./data/<name>/`,
 downloads it from its canonical source when it is in neither place and the network allows, and
 verifies the SHA-256 of its *decoded* content (a gzip file is hashed after decompression, so a
-re-gzipped copy of the same bytes is valid) before any caller parses it.
+re-gzipped copy of the same bytes is valid) before any caller parses it. A file this project has
+never held (CIFAR-100, SVHN: only a user supplies them) is verified instead by the MD5 its source
+publishes for the file as distributed.
 """
 from __future__ import annotations
 
@@ -29,16 +31,28 @@ class DatasetMissing(DatasetError):
 
 @dataclass(frozen=True)
 class DataFile:
-    sha256: str  # of the decoded content
+    sha256: str | None  # of the decoded content
     url: str | None  # canonical source; None when the file can only be placed by hand
+    md5: str | None = None  # of the file as distributed, as its source publishes it (when sha256 is unknown)
 
-    def decoded_digest(self, path: Path) -> str:
-        digest = hashlib.sha256()
-        opener = gzip.open if path.name.endswith(".gz") else open
+    def __post_init__(self):
+        if (self.sha256 is None) == (self.md5 is None):
+            raise ValueError("a DataFile takes exactly one checksum: sha256 (decoded) or md5 (as distributed)")
+
+    def digest(self, path: Path) -> tuple[str, str]:
+        """(kind, hex digest) of `path`, the kind this entry is registered with."""
+        if self.md5 is not None:
+            digest, opener = hashlib.md5(usedforsecurity=False), open
+        else:
+            digest, opener = hashlib.sha256(), gzip.open if path.name.endswith(".gz") else open
         with opener(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-        return digest.hexdigest()
+        return ("md5" if self.md5 is not None else "decoded sha256"), digest.hexdigest()
+
+    @property
+    def expected(self) -> str:
+        return self.md5 if self.md5 is not None else self.sha256
 
 
 _MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -134,6 +148,20 @@ REGISTRY: dict[str, dict[str, DataFile]] = {
         "cifar10_batch_50.png": DataFile("5cea9e8fb7933540a2236a4bb25c1ed3a8447f345c55ae659143a95a5d8dac5e", _CIFAR_PNG + "cifar10_batch_50.png"),
         "cifar10_labels.json": DataFile("50b3bed76cca2bb9d7e03b73a4ef0810b9f4e5169e9b883a70d2af5f7a5bc565", _CIFAR_PNG + "cifar10_labels.json"),
     },
+    # Krizhevsky's binary version (no pickle): train.bin / test.bin, records of <coarse><fine><3072 bytes>.
+    # Not on this project's machines; the MD5 is the one the CIFAR page publishes.
+    "cifar100": {
+        "cifar-100-binary.tar.gz": DataFile(None, "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+                                            md5="03b5dce01913d631647c71ecec9e9cb8"),
+    },
+    # SVHN format 2 (cropped 32x32 digits, MATLAB files; label 10 means the digit 0). MD5s as published
+    # with the files (and used by torchvision). Not on this project's machines.
+    "svhn": {
+        "train_32x32.mat": DataFile(None, "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
+                                    md5="e26dedcc434d2e4c54c9b2d4a06d8373"),
+        "test_32x32.mat": DataFile(None, "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+                                   md5="eb5a983be6a315427106f1b164d9cef3"),
+    },
 }
 
 
@@ -170,16 +198,16 @@ _verified: set[Path] = set()
 
 
 def verify(entry: DataFile, path: Path) -> None:
-    """Raise DatasetError unless the decoded content of `path` has the registered SHA-256."""
+    """Raise DatasetError unless `path` has the registered checksum (decoded SHA-256, or MD5)."""
     if path in _verified:
         return
     try:
-        actual = entry.decoded_digest(path)
+        kind, actual = entry.digest(path)
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise DatasetError(f"dataset file {path} is corrupt or truncated ({err}); replace it") from None
-    if actual != entry.sha256:
-        raise DatasetError(f"dataset file {path} fails its checksum: decoded sha256 {actual[:16]}..., "
-                           f"expected {entry.sha256[:16]}... (corrupt or truncated?); replace it")
+    if actual != entry.expected:
+        raise DatasetError(f"dataset file {path} fails its checksum: {kind} {actual[:16]}..., "
+                           f"expected {entry.expected[:16]}... (corrupt or truncated?); replace it")
     _verified.add(path)
 
 

@@ -8,12 +8,19 @@ binarization:
     frey_faces()          (1965, 28, 20) uint8
     cifar10(split)        (N, 32, 32, 3) uint8, (N,) int64; "train" (50k) or "test" (only the
                           first 1,000 test images exist in the PNG-batch distribution we read)
+    cifar100(split)       (N, 32, 32, 3) uint8, (N,) int64 fine labels 0..99; 50k / 10k, from the
+                          binary tarball (read in memory; nothing is unpickled or extracted)
+    svhn(split)           (N, 32, 32, 3) uint8, (N,) int64 digits 0..9 (the files' label 10 is 0);
+                          format 2, "train" (73,257) or "test" (26,032)
+
+CIFAR-100 and SVHN are not on this project's machines: a user supplies them (README, Data).
 """
 from __future__ import annotations
 
 import functools
 import gzip
 import json
+import tarfile
 
 import numpy as np
 from PIL import Image
@@ -72,4 +79,29 @@ def cifar10(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     with open(dataset_file("cifar10", "cifar10_labels.json")) as f:
         labels = np.asarray(json.load(f)["labels"], dtype=np.int64)
     labels = labels[:50000] if split == "train" else labels[50000:]
+    return images, labels
+
+
+CIFAR100_RECORD = 2 + 32 * 32 * 3  # <coarse label><fine label><1024 R><1024 G><1024 B>
+
+
+@functools.lru_cache(maxsize=2)
+def cifar100(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Krizhevsky's binary CIFAR-100: `cifar-100-binary/{train,test}.bin` inside the tarball."""
+    _check_split(split)
+    path = dataset_file("cifar100", "cifar-100-binary.tar.gz")
+    with tarfile.open(path, "r:gz") as tar:
+        raw = tar.extractfile(f"cifar-100-binary/{split}.bin").read()
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, CIFAR100_RECORD)
+    images = records[:, 2:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), records[:, 1].astype(np.int64)
+
+
+@functools.lru_cache(maxsize=2)
+def svhn(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """SVHN format 2: `X` is (32, 32, 3, N), `y` is (N, 1) with labels 1..10, where 10 is the digit 0."""
+    _check_split(split)
+    mat = loadmat(dataset_file("svhn", f"{split}_32x32.mat"))
+    images = np.ascontiguousarray(mat["X"].transpose(3, 0, 1, 2))
+    labels = mat["y"].reshape(-1).astype(np.int64) % 10
     return images, labels

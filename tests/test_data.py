@@ -97,3 +97,20 @@ def test_a_bad_dataset_stops_a_run_before_anything_is_written(registry, results_
     err = capsys.readouterr().err
     assert "raw.bin fails its checksum" in err and len(err.strip().splitlines()) == 1
     assert not results_dir.exists()
+
+
+def test_a_file_registered_by_md5_is_checked_as_distributed(registry, monkeypatch):
+    monkeypatch.setitem(data.REGISTRY, "toyset", {"blob.tar.gz": DataFile(None, None, md5=hashlib.md5(CONTENT).hexdigest())})
+    path = _put(registry, "shared", "blob.tar.gz", CONTENT)  # hashed as stored, not gunzipped
+    assert dataset_file("toyset", "blob.tar.gz") == path
+    path.write_bytes(CONTENT + b"!")
+    data._verified.clear()
+    with pytest.raises(DatasetError, match="fails its checksum: md5"):
+        dataset_file("toyset", "blob.tar.gz")
+
+
+def test_a_data_file_takes_exactly_one_checksum():
+    with pytest.raises(ValueError, match="exactly one checksum"):
+        DataFile(None, None)
+    with pytest.raises(ValueError, match="exactly one checksum"):
+        DataFile("a" * 64, None, md5="b" * 32)
