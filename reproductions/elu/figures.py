@@ -1,0 +1,64 @@
+"""Report figures for ELU: Fig. 2 (MNIST: median unit activation and training cross-entropy against
+epochs), Fig. 3 (autoencoder reconstruction error against epochs, one panel per learning rate) and
+Fig. 4 (CNN training loss of ELU and ReLU, with and without batch norm)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.plots import curve_plot
+from common.records import all_curves
+
+
+def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
+    out_dir = Path(out_dir)
+    made: list[tuple[str, Path]] = []
+    curves = all_curves(runs)
+    if "experiment" not in curves.columns:
+        return made
+    curves = curves.assign(experiment=curves["experiment"].astype(str), model=curves["model"].astype(str))
+    n_seeds = curves["seed"].nunique()
+
+    activation = curves[curves["experiment"] == "mnist_activation"]
+    if not activation.empty:
+        # Fig. 2a: per layer the median over units of each unit's mean activation; here also averaged over layers
+        mean_over_layers = (activation.groupby(["seed", "model", "step", "epoch"], as_index=False)["median_activation"]
+                            .mean().rename(columns={"median_activation": "median unit activation"}))
+        path = curve_plot(mean_over_layers, x="epoch", y="median unit activation", hue="model",
+                          path=out_dir / "elu_mnist_activation.png",
+                          title="MNIST 8×128: median (over units) mean activation, averaged over the 8 layers")
+        made.append((f"Figure 2a: MNIST, 8 hidden layers of 128 units. Each unit's mean activation on 1,000 fixed "
+                     f"training images, the median over a layer's units, averaged over the 8 layers, against "
+                     f"epochs (mean of {n_seeds} seed(s), 95% band). The paper's claim: ELU stays closest to zero.",
+                     path))
+        per_layer = activation.rename(columns={"median_activation": "median unit activation"})
+        path = curve_plot(per_layer[per_layer["layer"].isin([1, 4, 8])], x="epoch", y="median unit activation",
+                          hue="model", col="layer", path=out_dir / "elu_mnist_activation_layers.png",
+                          title="MNIST 8×128: median unit activation in layers 1, 4 and 8")
+        made.append(("Figure 2a by layer: the same statistic in the first, fourth and last hidden layer.", path))
+
+    mnist = curves[curves["experiment"] == "mnist"]
+    if not mnist.empty:
+        path = curve_plot(mnist.rename(columns={"train_loss": "training cross-entropy"}), x="epoch",
+                          y="training cross-entropy", hue="model", logy=True, path=out_dir / "elu_mnist_loss.png",
+                          title="MNIST 8×128: training cross-entropy vs epochs (SGD, lr 0.01)")
+        made.append((f"Figure 2b: MNIST training cross-entropy (on a fixed training subset) against epochs, log "
+                     f"scale (mean of {n_seeds} seed(s), 95% band).", path))
+
+    ae = curves[curves["experiment"] == "ae"]
+    if not ae.empty:
+        path = curve_plot(ae.assign(lr=ae["lr"].astype(str)).rename(columns={"test_mse": "test reconstruction MSE"}),
+                          x="epoch", y="test reconstruction MSE", hue="model", col="lr", logy=True,
+                          path=out_dir / "elu_autoencoder.png",
+                          title="MNIST autoencoder 1000-500-250-30: test reconstruction error vs epochs")
+        made.append((f"Figure 3: the MNIST autoencoder's test reconstruction error (mean squared error per pixel) "
+                     f"against epochs, one panel per SGD learning rate (mean of {n_seeds} seed(s), 95% band).", path))
+
+    compare = curves[curves["experiment"] == "compare"]
+    if not compare.empty:
+        path = curve_plot(compare.rename(columns={"train_loss": "training loss"}), x="epoch", y="training loss",
+                          hue="model", path=out_dir / "elu_cnn_loss.png",
+                          title="CNN: training loss of ELU and ReLU, with (_bn) and without batch norm")
+        made.append((f"Figure 4 at this tier's scale: the CNN's training loss (mean minibatch cross-entropy between "
+                     f"logged points) against epochs for ELU and ReLU, each with and without batch norm (mean of "
+                     f"{n_seeds} seed(s), 95% band).", path))
+    return made

@@ -1,0 +1,431 @@
+"""ELU (Clevert, Unterthiner & Hochreiter 2015): the runner. One seed runs, in order:
+
+  mnist     §4.1, Fig. 2: an 8 × 128 fully connected classifier per activation (ELU, ReLU, LReLU,
+            SReLU), plain SGD; the training cross-entropy and, per hidden layer, the median over
+            units of each unit's mean activation, logged during training
+  ae        §4.2, Fig. 3: the 1000-500-250-30 MNIST autoencoder per activation and learning rate;
+            reconstruction error (mean squared error per pixel) on the training and test sets
+  compare   §4.3, Fig. 4: a CNN of the paper's family with ELU and ReLU, each with and without batch
+            norm; training loss during training and test error at the end (CIFAR-100 with the 11-layer
+            net at the paper tier, a small CNN of the same style on CIFAR-10 at the cpu tier)
+  sota      §4.4, Table 1: the 18-layer ELU network on CIFAR-10 and CIFAR-100 (paper tier only)
+
+Within an experiment every model starts from the same random stream, so the activations differ only
+by the unit: same initial weights (same shapes, same He draws) and the same minibatch order.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from common.context import RunContext
+from common.papers import UsageError
+from reproductions.elu.elu import (ACTIVATIONS, StackedCNN, autoencoder, classifier, global_contrast_normalize,
+                                   median_unit_means, pad_crop_flip, parse_stacks, zca_apply, zca_fit)
+
+# The paper tier (§4). Only these keys are --set-able; each is typed by its value. M: from memory of
+# the paper (shared/papers.md marks these details M), not confirmed against the text.
+CONFIG = {
+    # §4.1 MNIST classifier (8 × 128 C; SGD lr 0.01, batch 64, 300 epochs, He init M)
+    "mnist_activations": "elu,relu,lrelu,srelu",
+    "mnist_depth": 8,
+    "mnist_hidden": 128,
+    "mnist_epochs": 300,
+    "mnist_lr": 0.01,
+    "mnist_batch": 64,
+    "mnist_train": 0,                 # training images used (0: all 60,000)
+    "mnist_evals_per_epoch": 1,
+    "mnist_loss_images": 0,           # training images the logged cross-entropy is computed on (0: all used)
+    "mnist_stat_images": 1000,        # fixed training images for the activation statistics
+    # §4.2 autoencoder (1000-500-250-30 C; learning rates and epochs M)
+    "ae_activations": "elu,relu,lrelu,srelu",
+    "ae_encoder": "1000,500,250,30",
+    "ae_lrs": "0.01,0.001,0.0001",
+    "ae_epochs": 500,
+    "ae_batch": 64,
+    "ae_train": 0,
+    "ae_evals_per_epoch": 1,
+    # §4.3 ELU vs ReLU with and without batch norm (11 conv layers C; the stacks, dropout and schedule M)
+    "compare_dataset": "cifar100",
+    "compare_net": "192x5|192x1,240x3|240x1,260x2|260x1,280x2|280x1,300x2|300x1",  # + a class layer (below)
+    "compare_dropout": "0,0.1,0.2,0.3,0.4,0.5,0",  # one rate per stack, the class layer's included
+    "compare_variants": "elu,relu,elu_bn,relu_bn",
+    "compare_train": 0,
+    "compare_steps": 165_000,
+    "compare_lr_drops": "35000,85000,135000",
+    "compare_augment": True,
+    # §4.4 the 18-layer network (18 conv layers, 6.55% / 24.28% C; stacks, dropout and schedule M)
+    "sota_datasets": "cifar10,cifar100",
+    "sota_net": ("384x3|384x1,384x2,640x2,640x2|640x1,768x2,768x2,768x2|768x1,896x2,896x2|"
+                 "896x3,1024x2,1024x2|1024x1,1152x2|1152x1"),
+    "sota_dropout": "0,0.1,0.2,0.3,0.4,0.5,0,0",
+    "sota_train": 0,                  # training images used (0: all)
+    "sota_steps": 165_000,
+    "sota_lr_drops": "35000,85000,135000",
+    # shared by the CNN experiments (§4.3-4.4, M)
+    "cnn_batch": 100,
+    "cnn_lr": 0.01,
+    "cnn_momentum": 0.9,
+    "cnn_weight_decay": 0.0005,
+    "cnn_pad": 4,                     # augmentation: zero-pad 4 pixels, random 32×32 crop, horizontal flip
+    "cnn_zca": True,                  # global contrast normalization, then ZCA whitening
+    "cnn_evals": 50,                  # logged points of the training loss per model
+    "test_images": 0,                 # test images scored (0: all)
+    "elu_alpha": 1.0,
+    "checkpoint_every": 5000,         # steps between resume checkpoints within one model
+}
+
+TIERS = {
+    # seconds, deterministic: narrow nets, a few hundred images, a few dozen steps, every path once
+    "smoke": {"mnist_hidden": 16, "mnist_epochs": 2, "mnist_train": 640, "mnist_evals_per_epoch": 2,
+              "mnist_loss_images": 320, "mnist_stat_images": 200, "ae_encoder": "64,32,16,4", "ae_lrs": "0.01",
+              "ae_epochs": 1, "ae_train": 640, "compare_dataset": "cifar10", "compare_net": "8x3|8x1",
+              "compare_dropout": "0,0,0", "compare_train": 200, "compare_steps": 8, "compare_lr_drops": "",
+              "compare_augment": False, "sota_datasets": "", "cnn_batch": 50, "cnn_evals": 4,
+              "cnn_zca": False, "test_images": 200, "checkpoint_every": 3},
+    # ~14 min of single-thread CPU time per seed (README, measured): the MNIST classifier for 15 epochs,
+    # the autoencoder at two learning rates for 3 epochs, and a 7-layer CNN of the paper's style on
+    # 20,000 CIFAR-10 training images for 4 epochs; no 18-layer net
+    "cpu": {"mnist_epochs": 15, "mnist_evals_per_epoch": 4, "mnist_loss_images": 10_000, "ae_lrs": "0.01,0.001",
+            "ae_epochs": 3, "ae_evals_per_epoch": 2, "compare_dataset": "cifar10",
+            "compare_net": "32x5|32x1,64x3|64x1,96x2|96x1", "compare_dropout": "0,0,0,0,0",
+            "compare_train": 20_000, "compare_steps": 800, "compare_lr_drops": "", "compare_augment": False,
+            "sota_datasets": "", "cnn_evals": 40, "checkpoint_every": 1000},
+    "paper": {},
+}
+SEEDS = {"smoke": 1, "cpu": 3, "paper": 3}
+FEW_STEPS = {"mnist_epochs": 1, "mnist_train": 128, "mnist_loss_images": 64, "mnist_stat_images": 64,
+             "ae_epochs": 1, "ae_train": 128, "ae_lrs": "0.01", "compare_dataset": "cifar10", "compare_train": 4,
+             "compare_steps": 2, "sota_datasets": "cifar10", "sota_train": 4, "sota_steps": 2, "cnn_batch": 2, "cnn_evals": 1,
+             "test_images": 4}
+LIBRARIES = ()
+DATASETS = ("mnist", "cifar10")
+
+CNN_DATASETS = ("cifar10", "cifar100")
+VARIANTS = ("elu", "relu", "elu_bn", "relu_bn", "lrelu", "srelu", "lrelu_bn", "srelu_bn")
+EXPERIMENT_SEED = {"mnist": 11, "ae": 23, "compare": 37, "sota": 41}
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+def parse_names(text: str, key: str, valid: tuple[str, ...]) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in valid]
+    if bad:
+        raise UsageError(f"{key}: unknown {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
+    return names
+
+
+def parse_numbers(text: str, key: str, kind=float) -> list:
+    try:
+        return [kind(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"{key} must be comma-separated numbers, got {text!r}") from None
+
+
+def validate(cfg: dict) -> None:
+    """Every list-valued key, checked before anything trains or is written (a bad one exits with code 2)."""
+    parse_names(cfg["mnist_activations"], "mnist_activations", ACTIVATIONS)
+    parse_names(cfg["ae_activations"], "ae_activations", ACTIVATIONS)
+    parse_names(cfg["compare_variants"], "compare_variants", VARIANTS)
+    parse_names(cfg["sota_datasets"], "sota_datasets", CNN_DATASETS)
+    parse_names(cfg["compare_dataset"], "compare_dataset", CNN_DATASETS)
+    for key, kind in (("ae_lrs", float), ("ae_encoder", int), ("compare_dropout", float), ("sota_dropout", float),
+                      ("compare_lr_drops", int), ("sota_lr_drops", int)):
+        parse_numbers(cfg[key], key, kind)
+    for net, dropout in (("compare_net", "compare_dropout"), ("sota_net", "sota_dropout")):
+        try:
+            stacks = parse_stacks(f"{cfg[net]}|1x1")
+        except ValueError as err:
+            raise UsageError(f"{net}: {err}") from None
+        if len(parse_numbers(cfg[dropout], dropout)) != len(stacks):
+            raise UsageError(f"{dropout} gives {len(parse_numbers(cfg[dropout], dropout))} rates for {len(stacks)} "
+                             f"stacks of {net} (its stacks and the class layer's); give one rate per stack")
+
+
+def lr_tag(lr: float) -> str:
+    """A learning rate as a metric-name piece: 0.01 -> '0p01'."""
+    return f"{lr:g}".replace("-", "m").replace(".", "p")
+
+
+def seed_model(ctx: RunContext, experiment: str) -> None:
+    """Every model of an experiment starts from the same stream (same init, same minibatch order)."""
+    torch.manual_seed(ctx.seed * 1000 + EXPERIMENT_SEED[experiment])
+
+
+# -- data --------------------------------------------------------------------------------------------------
+def mnist_tensors(train_images: int, test_images: int) -> dict[str, torch.Tensor]:
+    from common.datasets import mnist
+    (x, y), (xt, yt) = mnist("train"), mnist("test")
+    n, nt = train_images or len(x), test_images or len(xt)
+    return {"x": torch.from_numpy(x[:n].reshape(n, -1).astype(np.float32) / 255), "y": torch.from_numpy(y[:n]),
+            "x_test": torch.from_numpy(xt[:nt].reshape(nt, -1).astype(np.float32) / 255),
+            "y_test": torch.from_numpy(yt[:nt])}
+
+
+def cifar_tensors(name: str, train_images: int, test_images: int, zca: bool) -> dict[str, torch.Tensor]:
+    """(N, 3, 32, 32) float images; with `zca`, globally contrast-normalized then ZCA-whitened by a
+    transform fitted on the training images used (§4.3)."""
+    from common import datasets
+    if name not in CNN_DATASETS:
+        raise ValueError(f"unknown CNN dataset {name!r}; valid: {', '.join(CNN_DATASETS)}")
+    (x, y), (xt, yt) = getattr(datasets, name)("train"), getattr(datasets, name)("test")
+    n, nt = train_images or len(x), test_images or len(xt)
+    x = torch.from_numpy(x[:n]).permute(0, 3, 1, 2).float() / 255
+    xt = torch.from_numpy(xt[:nt]).permute(0, 3, 1, 2).float() / 255
+    if zca:
+        x, xt = global_contrast_normalize(x), global_contrast_normalize(xt)
+        mean, w = zca_fit(x)
+        x, xt = zca_apply(x, mean, w), zca_apply(xt, mean, w)
+    else:
+        mean, std = x.mean((0, 2, 3), keepdim=True), x.std((0, 2, 3), keepdim=True)
+        x, xt = (x - mean) / std, (xt - mean) / std
+    return {"x": x.contiguous(), "y": torch.from_numpy(y[:n]), "x_test": xt.contiguous(),
+            "y_test": torch.from_numpy(yt[:nt]), "classes": 100 if name == "cifar100" else 10}
+
+
+# -- one training loop for every model ------------------------------------------------------------------------
+class Batches:
+    """Minibatches from a fresh random permutation of the training set every epoch (torch's global stream)."""
+
+    def __init__(self, n: int, batch: int):
+        self.n, self.batch, self.order, self.cursor = n, batch, None, 0
+
+    def next(self) -> torch.Tensor:
+        if self.order is None or self.cursor + self.batch > self.n:
+            self.order, self.cursor = torch.randperm(self.n), 0
+        idx = self.order[self.cursor:self.cursor + self.batch]
+        self.cursor += self.batch
+        return idx
+
+    def state(self) -> dict:
+        return {"order": self.order, "cursor": self.cursor}
+
+    def load(self, state: dict) -> None:
+        self.order, self.cursor = state["order"], state["cursor"]
+
+
+def fit(key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int, batch: int, n_train: int,
+        loss_on, evaluate, eval_steps: list[int], ctx: RunContext, checkpoint_every: int,
+        lr_at=None) -> None:
+    """Train for `steps` minibatches. `loss_on(idx)` returns the minibatch loss; at each step in
+    `eval_steps`, `evaluate(step, window_loss)` logs (window_loss is the mean minibatch loss since the
+    previous evaluation). Resumable from checkpoints under `key`."""
+    batches = Batches(n_train, batch)
+    saved = ctx.restore(key)
+    step, window = 0, []
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        batches.load(saved["batches"])
+        step, window = saved["step"], list(saved["window"])
+    pending = [s for s in eval_steps if s > step]
+    clock, first = time.perf_counter(), step
+    model.train()
+    for step in ctx.progress(range(step + 1, steps + 1), desc=key, total=steps - step):
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+        loss = loss_on(batches.next())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        window.append(loss.detach())
+        if pending and step == pending[0]:
+            pending.pop(0)
+            model.eval()
+            with torch.no_grad():
+                evaluate(step, float(torch.stack(window).mean()))
+            model.train()
+            window = []
+        if step % checkpoint_every == 0 and step < steps:
+            ctx.checkpoint(key, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "batches": batches.state(), "step": step, "window": window})
+    if steps > first:
+        ctx.record_throughput(f"{key}_steps_per_s", (steps - first) / (time.perf_counter() - clock))
+    model.eval()
+
+
+def evenly(steps: int, count: int) -> list[int]:
+    """`count` evaluation steps spread evenly over a run, the last one at `steps`."""
+    return sorted({max(1, round(steps * (k + 1) / count)) for k in range(max(count, 1))})
+
+
+@torch.no_grad()
+def batched(fn, x: torch.Tensor, size: int = 2000) -> torch.Tensor:
+    return torch.cat([fn(x[i:i + size]) for i in range(0, len(x), size)])
+
+
+# -- §4.1: the MNIST classifier ------------------------------------------------------------------------------
+def run_mnist(cfg: dict, ctx: RunContext) -> dict[str, float]:
+    acts = parse_names(cfg["mnist_activations"], "mnist_activations", ACTIVATIONS)
+    data = mnist_tensors(cfg["mnist_train"], cfg["test_images"])
+    x, y = data["x"], data["y"]
+    score_x, score_y = x[:cfg["mnist_loss_images"] or len(x)], y[:cfg["mnist_loss_images"] or len(y)]
+    stat_x = x[:cfg["mnist_stat_images"]]
+    steps_per_epoch = len(x) // cfg["mnist_batch"]
+    steps = steps_per_epoch * cfg["mnist_epochs"]
+    evals = evenly(steps, cfg["mnist_epochs"] * cfg["mnist_evals_per_epoch"])
+    metrics: dict[str, float] = {}
+    losses: dict[str, list[float]] = {}
+    for act in acts:
+        key = f"mnist_{act}"
+        done = ctx.restore(f"{key}_done")
+        if done is None:
+            seed_model(ctx, "mnist")
+            model = classifier(x.shape[1], cfg["mnist_hidden"], cfg["mnist_depth"], 10, act, cfg["elu_alpha"])
+            optimizer = torch.optim.SGD(model.parameters(), lr=cfg["mnist_lr"])
+            def evaluate(step, window_loss, model=model, act=act):
+                epoch = step / steps_per_epoch
+                train_loss = float(F.cross_entropy(batched(model, score_x), score_y))
+                ctx.log(step, experiment="mnist", model=act, epoch=epoch, train_loss=train_loss,
+                        window_loss=window_loss)
+                per_layer = median_unit_means(model(stat_x, keep_hidden=True)[1])
+                for layer, value in enumerate(per_layer, start=1):
+                    ctx.log(step, experiment="mnist_activation", model=act, epoch=epoch, layer=layer,
+                            median_activation=value)
+
+            fit(key, model, optimizer, steps, cfg["mnist_batch"], len(x),
+                lambda idx, model=model: F.cross_entropy(model(x[idx]), y[idx]),
+                evaluate, evals, ctx, cfg["checkpoint_every"])
+            curve = [r["train_loss"] for r in ctx.curves if r.get("experiment") == "mnist" and r["model"] == act]
+            median_abs = [abs(r["median_activation"]) for r in ctx.curves
+                          if r.get("experiment") == "mnist_activation" and r["model"] == act]
+            errors = (batched(model, data["x_test"]).argmax(1) != data["y_test"]).float().mean()
+            done = {"metrics": {f"{key}_train_loss": curve[-1], f"{key}_test_error": float(errors),
+                                f"{key}_abs_median_activation": float(np.mean(median_abs)) if median_abs else 0.0},
+                    "curve": curve}
+            ctx.checkpoint(f"{key}_done", done)
+        metrics.update(done["metrics"])
+        losses[act] = list(done["curve"])
+    if "elu" in acts and len(acts) > 1:
+        others = [a for a in acts if a != "elu"]
+        # Fig. 2a: ELU's median mean activation is the closest to zero (margin > 0 when it is)
+        metrics["mnist_elu_activation_margin"] = (min(metrics[f"mnist_{a}_abs_median_activation"] for a in others)
+                                                  - metrics["mnist_elu_abs_median_activation"])
+        # Fig. 2b: the share of logged points at which ELU's training loss is the lowest of all
+        lowest = [losses["elu"][i] < min(losses[a][i] for a in others) for i in range(len(losses["elu"]))]
+        metrics["mnist_elu_lowest_loss_fraction"] = float(np.mean(lowest))
+    return metrics
+
+
+# -- §4.2: the MNIST autoencoder ---------------------------------------------------------------------------------
+def run_autoencoder(cfg: dict, ctx: RunContext) -> dict[str, float]:
+    acts = parse_names(cfg["ae_activations"], "ae_activations", ACTIVATIONS)
+    lrs = parse_numbers(cfg["ae_lrs"], "ae_lrs")
+    encoder = parse_numbers(cfg["ae_encoder"], "ae_encoder", int)
+    data = mnist_tensors(cfg["ae_train"], cfg["test_images"])
+    x = data["x"]
+    steps_per_epoch = len(x) // cfg["ae_batch"]
+    steps = steps_per_epoch * cfg["ae_epochs"]
+    evals = evenly(steps, cfg["ae_epochs"] * cfg["ae_evals_per_epoch"])
+    metrics: dict[str, float] = {}
+    for lr in lrs:
+        for act in acts:
+            key = f"ae_lr{lr_tag(lr)}_{act}"
+            done = ctx.restore(f"{key}_done")
+            if done is None:
+                seed_model(ctx, "ae")
+                model = autoencoder(x.shape[1], encoder, act, cfg["elu_alpha"])
+                optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+
+                def mse(images, model=model):
+                    return float(F.mse_loss(batched(model, images), images))
+
+                def evaluate(step, window_loss, act=act, lr=lr, mse=mse):
+                    ctx.log(step, experiment="ae", model=act, lr=f"{lr:g}", epoch=step / steps_per_epoch,
+                            train_mse=mse(x[:10_000]), test_mse=mse(data["x_test"]))
+
+                fit(key, model, optimizer, steps, cfg["ae_batch"], len(x),
+                    lambda idx, model=model: F.mse_loss(model(x[idx]), x[idx]),
+                    evaluate, evals, ctx, cfg["checkpoint_every"])
+                done = {"metrics": {f"{key}_train_mse": mse(x), f"{key}_test_mse": mse(data["x_test"])}}
+                ctx.save_arrays(key, originals=data["x_test"][:10].reshape(-1, 28, 28),
+                                reconstructions=batched(model, data["x_test"][:10]).reshape(-1, 28, 28))
+                ctx.checkpoint(f"{key}_done", done)
+            metrics.update(done["metrics"])
+        if "elu" in acts and len(acts) > 1:  # Fig. 3: ELU's error no higher than the others' (margin >= 0)
+            tag = lr_tag(lr)
+            metrics[f"ae_lr{tag}_elu_margin"] = (min(metrics[f"ae_lr{tag}_{a}_test_mse"] for a in acts if a != "elu")
+                                                 - metrics[f"ae_lr{tag}_elu_test_mse"])
+    return metrics
+
+
+# -- §4.3-4.4: CNNs -----------------------------------------------------------------------------------------------
+def train_cnn(key: str, data: dict, spec: str, dropout: list[float], variant: str, steps: int, drops: list[int],
+              augment: bool, cfg: dict, ctx: RunContext, experiment: str) -> dict[str, float]:
+    """SGD with momentum and weight decay, the learning rate divided by 10 at each step in `drops`."""
+    act, batch_norm = variant.removesuffix("_bn"), variant.endswith("_bn")
+    # the stacks, then one 1×1 layer with a unit per class, averaged over the map (§4.3-4.4)
+    spec = f"{spec}|{data['classes']}x1"
+    model = StackedCNN(spec, 3, data["x"].shape[-1], act, batch_norm, dropout, cfg["elu_alpha"])
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["cnn_lr"], momentum=cfg["cnn_momentum"],
+                                weight_decay=cfg["cnn_weight_decay"])
+    x, y = data["x"], data["y"]
+    generator = torch.Generator().manual_seed(ctx.seed)
+
+    def loss_on(idx):
+        images = pad_crop_flip(x[idx], cfg["cnn_pad"], generator) if augment else x[idx]
+        return F.cross_entropy(model(images), y[idx])
+
+    def evaluate(step, window_loss):
+        ctx.log(step, experiment=experiment, model=variant, epoch=step * cfg["cnn_batch"] / len(x),
+                train_loss=window_loss)
+
+    fit(key, model, optimizer, steps, cfg["cnn_batch"], len(x), loss_on, evaluate, evenly(steps, cfg["cnn_evals"]),
+        ctx, cfg["checkpoint_every"], lr_at=lambda step: cfg["cnn_lr"] * 0.1 ** sum(step > d for d in drops))
+    curve = [r["train_loss"] for r in ctx.curves if r.get("experiment") == experiment and r["model"] == variant]
+    errors = (batched(model, data["x_test"], 500).argmax(1) != data["y_test"]).float().mean()
+    return {f"{key}_train_loss_mean": float(np.mean(curve)), f"{key}_final_train_loss": curve[-1],
+            f"{key}_test_error": float(errors)}
+
+
+def run_compare(cfg: dict, ctx: RunContext) -> dict[str, float]:
+    variants = parse_names(cfg["compare_variants"], "compare_variants", VARIANTS)
+    dropout = parse_numbers(cfg["compare_dropout"], "compare_dropout")
+    drops = parse_numbers(cfg["compare_lr_drops"], "compare_lr_drops", int)
+    data = cifar_tensors(cfg["compare_dataset"], cfg["compare_train"], cfg["test_images"], cfg["cnn_zca"])
+    metrics: dict[str, float] = {}
+    for variant in variants:
+        key = f"compare_{variant}"
+        done = ctx.restore(f"{key}_done")
+        if done is None:
+            seed_model(ctx, "compare")
+            done = {"metrics": train_cnn(key, data, cfg["compare_net"], dropout, variant, cfg["compare_steps"], drops,
+                                         cfg["compare_augment"], cfg, ctx, "compare")}
+            ctx.checkpoint(f"{key}_done", done)
+        metrics.update(done["metrics"])
+    if {"elu", "relu_bn"} <= set(variants):  # Fig. 4: ELU without BN trains at least as fast as ReLU with BN
+        metrics["compare_elu_vs_relu_bn"] = (metrics["compare_relu_bn_train_loss_mean"]
+                                             - metrics["compare_elu_train_loss_mean"])
+    if {"elu", "relu"} <= set(variants):
+        metrics["compare_elu_vs_relu"] = metrics["compare_relu_train_loss_mean"] - metrics["compare_elu_train_loss_mean"]
+    return metrics
+
+
+def run_sota(cfg: dict, ctx: RunContext) -> dict[str, float]:
+    names = parse_names(cfg["sota_datasets"], "sota_datasets", CNN_DATASETS)
+    dropout = parse_numbers(cfg["sota_dropout"], "sota_dropout")
+    drops = parse_numbers(cfg["sota_lr_drops"], "sota_lr_drops", int)
+    metrics: dict[str, float] = {}
+    for name in names:
+        key = f"sota_{name}"
+        done = ctx.restore(f"{key}_done")
+        if done is None:
+            data = cifar_tensors(name, cfg["sota_train"], cfg["test_images"], cfg["cnn_zca"])
+            seed_model(ctx, "sota")
+            done = {"metrics": train_cnn(key, data, cfg["sota_net"], dropout, "elu", cfg["sota_steps"], drops, True, cfg, ctx,
+                                         key)}
+            ctx.checkpoint(f"{key}_done", done)
+        metrics.update(done["metrics"])
+    return metrics
+
+
+def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
+    validate(cfg)
+    metrics = {}
+    for experiment in (run_mnist, run_autoencoder, run_compare, run_sota):
+        metrics.update(experiment(cfg, ctx))
+    return metrics
