@@ -66,3 +66,23 @@ def resolve(runner: ModuleType, tier: str, overrides: dict) -> dict:
 
 def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def parse_names(text: str, key: str, valid: tuple[str, ...]) -> list[str]:
+    """A comma-separated list-valued key, e.g. "elu,relu", checked against the names it may hold."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in valid]
+    if bad:
+        raise UsageError(f"{key}: unknown {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
+    return names
+
+
+def parse_numbers(text: str, key: str, kind=float, positive: bool = False) -> list:
+    """A comma-separated list of numbers, e.g. "0.01,0.001", each parsed as `kind` (never evaluated)."""
+    try:
+        values = [kind(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"{key} must be comma-separated {kind.__name__}s, got {text!r}") from None
+    if positive and any(v <= 0 for v in values):
+        raise UsageError(f"{key} must list positive numbers, got {text!r}")
+    return values

@@ -114,7 +114,7 @@ def test_bad_lists_are_usage_errors_naming_what_is_valid():
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"]}
     with pytest.raises(UsageError, match="mnist_activations: unknown 'gelu'; valid: elu, relu, lrelu, srelu"):
         runner.validate({**cfg, "mnist_activations": "elu,gelu"})
-    with pytest.raises(UsageError, match="ae_lrs must be comma-separated numbers"):
+    with pytest.raises(UsageError, match="ae_lrs must be comma-separated floats"):
         runner.validate({**cfg, "ae_lrs": "0.01,fast"})
     with pytest.raises(UsageError, match="compare_dropout gives 2 rates for 3 stacks"):
         runner.validate({**cfg, "compare_dropout": "0,0"})

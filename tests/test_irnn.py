@@ -68,7 +68,7 @@ def test_pilot_picks_the_lowest_training_loss_and_never_a_diverged_lr():
 def test_metric_prefixes_and_bad_config_values():
     assert runner.task_prefix(make_task("adding", 150, test_size=5)) == "adding150"
     with pytest.raises(ValueError, match="valid: rnn_tanh, rnn_relu, irnn, lstm"):
-        runner.parse_list("irnn,gru", "adding_models", runner.KINDS)
+        runner.parse_names("irnn,gru", "adding_models", runner.KINDS)
     with pytest.raises(ValueError, match="comma-separated"):
         runner.parse_numbers("1e-3,fast", "lr_grid")
     with pytest.raises(ValueError, match="optimizer must be one of rmsprop, sgd"):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from common.cli import main
-from common.papers import PAPERS, Paper
+from common.papers import PAPERS, Paper, UsageError
 from common.records import RECORD_KEYS, load_run
 from common.runs import run_one
 from tests import toy_runner
@@ -133,3 +133,16 @@ def test_wandb_without_the_package_is_a_clear_error(toy, capsys, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_wandb)
     assert main(["run", "toy", "--seed", "0", "--wandb"]) == 2
     assert "wandb is not installed" in capsys.readouterr().err
+
+
+def test_list_valued_keys_parse_as_data_and_name_what_is_valid():
+    from common.config import parse_names, parse_numbers
+    assert parse_names(" elu, relu ,", "acts", ("elu", "relu")) == ["elu", "relu"]
+    with pytest.raises(UsageError, match="acts: unknown 'gelu'; valid: elu, relu"):
+        parse_names("elu,gelu", "acts", ("elu", "relu"))
+    assert parse_numbers("0.01,1e-3", "lrs") == [0.01, 0.001] and parse_numbers("3,5", "sizes", int) == [3, 5]
+    with pytest.raises(UsageError, match="sizes must be comma-separated ints, got '3,__import__'"):
+        parse_numbers("3,__import__", "sizes", int)
+    with pytest.raises(UsageError, match="must list positive numbers"):
+        parse_numbers("1,-2", "lengths", int, positive=True)
+    assert parse_numbers("1,-2", "offsets", int) == [1, -2]

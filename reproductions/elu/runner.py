@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from common.config import parse_names, parse_numbers
 from common.context import RunContext
 from common.papers import UsageError
 from reproductions.elu.elu import (ACTIVATIONS, StackedCNN, autoencoder, classifier, global_contrast_normalize,
@@ -110,21 +111,6 @@ EXPERIMENT_SEED = {"mnist": 11, "ae": 23, "compare": 37, "sota": 41}
 
 
 # -- configuration ---------------------------------------------------------------------------------------
-def parse_names(text: str, key: str, valid: tuple[str, ...]) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in valid]
-    if bad:
-        raise UsageError(f"{key}: unknown {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
-    return names
-
-
-def parse_numbers(text: str, key: str, kind=float) -> list:
-    try:
-        return [kind(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UsageError(f"{key} must be comma-separated numbers, got {text!r}") from None
-
-
 def validate(cfg: dict) -> None:
     """Every list-valued key, checked before anything trains or is written (a bad one exits with code 2)."""
     parse_names(cfg["mnist_activations"], "mnist_activations", ACTIVATIONS)

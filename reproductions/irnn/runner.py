@@ -20,6 +20,7 @@ import math
 
 import torch
 
+from common.config import parse_names, parse_numbers
 from common.context import RunContext
 from common.recurrent import KINDS, RecurrentBaseline
 from common.sequence_tasks import make_task
@@ -77,24 +78,6 @@ INIT_SEED = 7_000  # per-seed offset of the model-initialization streams
 
 
 # -- configuration ------------------------------------------------------------------------------------
-def parse_list(text: str, key: str, valid: tuple[str, ...]) -> list[str]:
-    items = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in items if v not in valid]
-    if bad:
-        raise ValueError(f"{key} has unknown entries {', '.join(bad)}; valid: {', '.join(valid)}")
-    return items
-
-
-def parse_numbers(text: str, key: str, kind=float) -> list:
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{key} must be comma-separated {kind.__name__}s, got {text!r}") from None
-    if any(v <= 0 for v in values):
-        raise ValueError(f"{key} must list positive numbers, got {text!r}")
-    return values
-
-
 def validate(cfg: dict) -> None:
     if cfg["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg['optimizer']!r}")
@@ -107,7 +90,7 @@ def validate(cfg: dict) -> None:
             raise ValueError(f"{key} must be >= 0 (0: the whole split), got {cfg[key]}")
     if cfg["mnist_size"] not in (7, 14, 28):
         raise ValueError(f"mnist_size must be 7, 14 or 28, got {cfg['mnist_size']}")
-    if not parse_numbers(cfg["lr_grid"], "lr_grid"):
+    if not parse_numbers(cfg["lr_grid"], "lr_grid", positive=True):
         raise ValueError("lr_grid must list at least one learning rate")
 
 
@@ -148,7 +131,7 @@ def pilot_score(initial: torch.nn.Module, task, cfg: dict, lr: float, seed: int)
 def pick_lr(initial: torch.nn.Module, task, cfg: dict, seed: int) -> tuple[float, dict[float, float]]:
     """The grid's lr with the lowest pilot score (ties: the first in the grid); every lr sees the same
     initial network and the same minibatches."""
-    scores = {lr: pilot_score(initial, task, cfg, lr, seed) for lr in parse_numbers(cfg["lr_grid"], "lr_grid")}
+    scores = {lr: pilot_score(initial, task, cfg, lr, seed) for lr in parse_numbers(cfg["lr_grid"], "lr_grid", positive=True)}
     return min(scores, key=scores.get), scores
 
 
@@ -194,11 +177,11 @@ def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
     # which made RNN-tanh's backward pass 3x slower on CPU; flushing them to 0 changes no result we
     # measured (same 500-step losses to the last digit) and only touches values below 1e-38.
     torch.set_flush_denormal(True)
-    adding_models = parse_list(cfg["adding_models"], "adding_models", KINDS)
-    mnist_models = parse_list(cfg["mnist_models"], "mnist_models", KINDS)
-    mnist_tasks = parse_list(cfg["mnist_tasks"], "mnist_tasks", ("pixel_mnist", "permuted_mnist"))
+    adding_models = parse_names(cfg["adding_models"], "adding_models", KINDS)
+    mnist_models = parse_names(cfg["mnist_models"], "mnist_models", KINDS)
+    mnist_tasks = parse_names(cfg["mnist_tasks"], "mnist_tasks", ("pixel_mnist", "permuted_mnist"))
     tasks = [(lambda T=T: make_task("adding", T, test_size=cfg["adding_test"]), adding_models)
-             for T in parse_numbers(cfg["adding_lengths"], "adding_lengths", int)]
+             for T in parse_numbers(cfg["adding_lengths"], "adding_lengths", int, positive=True)]
     tasks += [(lambda name=name: make_task(name, cfg["mnist_size"], test_size=cfg["mnist_test"] or None,
                                            train_size=cfg["mnist_train"] or None,
                                            permutation_seed=cfg["permutation_seed"]), mnist_models)
