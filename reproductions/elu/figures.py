@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.plots import curve_plot
-from common.records import all_curves
+import numpy as np
+
+from common.plots import curve_plot, image_grid
+from common.records import all_curves, first_arrays
 
 
 def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
@@ -52,6 +54,25 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                           title="MNIST autoencoder 1000-500-250-30: test reconstruction error vs epochs")
         made.append((f"Figure 3: the MNIST autoencoder's test reconstruction error (mean squared error per pixel) "
                      f"against epochs, one panel per SGD learning rate (mean of {n_seeds} seed(s), 95% band).", path))
+        for lr in sorted(ae["lr"].astype(float).unique(), reverse=True):
+            tag = f"{lr:g}".replace("-", "m").replace(".", "p")
+            rows, titles, seed = [], [], None
+            for act in sorted(ae["model"].unique()):
+                found = first_arrays(runs, f"ae_lr{tag}_{act}")
+                if found is None:
+                    continue
+                seed, arrays = found
+                if not rows:
+                    rows.append(arrays["originals"][:8])
+                    titles += ["test image"] * 8
+                rows.append(arrays["reconstructions"][:8])
+                titles += [act] * 8
+            if rows:
+                path = image_grid(np.concatenate(rows), out_dir / f"elu_autoencoder_lr{tag}_reconstructions.png",
+                                  ncols=8, titles=titles, cell=0.8,
+                                  suptitle=f"Autoencoder, lr {lr:g}: test images and reconstructions (seed {seed})")
+                made.append((f"The autoencoder at lr {lr:g}: eight test images (top row) and each activation's "
+                             f"reconstruction of them at the end of training (seed {seed}).", path))
 
     compare = curves[curves["experiment"] == "compare"]
     if not compare.empty:
