@@ -48,12 +48,14 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
 
     ae = curves[curves["experiment"] == "ae"]
     if not ae.empty:
+        baseline = {"baseline": "mean_image_mse"} if "mean_image_mse" in ae.columns else {}
         path = curve_plot(ae.assign(lr=ae["lr"].astype(str)).rename(columns={"test_mse": "test reconstruction MSE"}),
-                          x="epoch", y="test reconstruction MSE", hue="model", col="lr", logy=True,
+                          x="epoch", y="test reconstruction MSE", hue="model", col="lr", logy=True, **baseline,
                           path=out_dir / "elu_autoencoder.png",
                           title="MNIST autoencoder 1000-500-250-30: test reconstruction error vs epochs")
         made.append((f"Figure 3: the MNIST autoencoder's test reconstruction error (mean squared error per pixel) "
-                     f"against epochs, one panel per SGD learning rate (mean of {n_seeds} seed(s), 95% band).", path))
+                     f"against epochs, one panel per SGD learning rate (mean of {n_seeds} seed(s), 95% band); dashed where "
+                     f"recorded: the error of predicting the mean training image.", path))
         for lr in sorted(ae["lr"].astype(float).unique(), reverse=True):
             tag = f"{lr:g}".replace("-", "m").replace(".", "p")
             rows, titles, seed = [], [], None
