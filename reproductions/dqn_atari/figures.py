@@ -35,7 +35,7 @@ def table1(runs, path: Path) -> Path:
     games = list(TABLE1["Random"])
     rows = [[name] + [f"{TABLE1[name][g]:g}" for g in games] for name in ("Random", "Sarsa", "Contingency")]
     rows.append(["DQN (paper)"] + [f"{TABLE1['DQN'][g]:g}" for g in games])
-    rows.append([f"Ours ({_describe(runs)})"] + [
+    rows.append(["Ours"] + [
         f"{np.mean(scores[g]):.1f} ± {np.std(scores[g], ddof=1) if len(scores[g]) > 1 else 0:.1f}"
         if g in scores else "—" for g in games])
     rows.append(["Human"] + [f"{TABLE1['Human'][g]:g}" for g in games])
@@ -47,11 +47,11 @@ def table1(runs, path: Path) -> Path:
     table.scale(1, 1.4)
     for col in range(len(games) + 1):
         table[(len(rows) - 1, col)].set_facecolor("#eef5ff")
-    title = "Table 1 (average total reward, ε = 0.05) with our row"
+    title = f"Table 1 (average total reward, ε = 0.05) with our row ({_describe(runs)})"
     if scores:
         matrix = np.array([[human_normalized(g, scores[g][i]) for g in scores] for i in range(len(runs))])
         low, high = stratified_bootstrap_ci(matrix)
-        title += f"; human-normalized IQM {iqm(matrix):.3f} [95% CI {low:.3f}, {high:.3f}] over {len(scores)} game(s)"
+        title += f"\nhuman-normalized IQM {iqm(matrix):.3f} [95% CI {low:.3f}, {high:.3f}] over {len(scores)} game(s)"
     ax.set_title(title, fontsize=9)
     return save(fig, path)
 
@@ -88,7 +88,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
     if not runs or not {"game", "arm", "eval_return", "max_q"} <= set(curves.columns):
         return made
     curves = curves.assign(arm=curves["arm"].map(ARM_LABELS), game=curves["game"].map(TITLES),
-                           random=curves["game"].map({TITLES[g]: v for g, v in TABLE1["Random"].items()}))
+                           random=curves["game"].map(TABLE1["Random"]))  # from the ROM ids, before the renaming
     curves = curves.rename(columns={"step": "training frames"})
     made.append(((f"Average return per episode under ε = 0.05 during training ({_describe(runs)}); dashed: "
                   "Table 1's Random row"),
