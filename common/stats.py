@@ -44,3 +44,25 @@ def summarize(values, stat: str = "mean", confidence: float = 0.95, seed: int = 
                                  method="percentile", rng=np.random.default_rng(seed))
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return Summary(stat, value, std, low, high, len(x))
+
+
+# -- aggregates over tasks (Agarwal et al. 2021, as rliable computes them) -------------------------
+def iqm(scores) -> float:
+    """Interquartile mean of all the scores: the mean of the middle 50%, the outer quarters cut by
+    weight (scipy's trim_mean, as rliable)."""
+    return float(stats.trim_mean(np.asarray(scores, dtype=float).ravel(), proportiontocut=0.25))
+
+
+def stratified_bootstrap_ci(scores, statistic=iqm, confidence: float = 0.95, resamples: int = 2000,
+                            seed: int = 0) -> tuple[float, float]:
+    """Percentile CI of `statistic` over a (runs, tasks) score matrix, resampling runs with
+    replacement within each task (column) independently: rliable's stratified bootstrap."""
+    x = np.asarray(scores, dtype=float)
+    if x.ndim != 2 or x.size == 0:
+        raise ValueError("stratified_bootstrap_ci needs a non-empty (runs, tasks) matrix")
+    rng = np.random.default_rng(seed)
+    runs, tasks = x.shape
+    picks = rng.integers(0, runs, size=(resamples, runs, tasks))
+    values = np.array([statistic(x[p, np.arange(tasks)]) for p in picks])
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))

@@ -1,0 +1,103 @@
+"""Report figures for DQN: Figure 2's two signals (the ε = 0.05 return and the average max-Q on the
+held-out states) against training frames, Table 1 with our row, the human-normalized IQM with its
+stratified-bootstrap CI, and the throughput of every run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from common.plots import curve_plot, save
+from common.records import all_curves
+from common.stats import iqm, stratified_bootstrap_ci
+from reproductions.dqn_atari.runner import ARMS, TABLE1, human_normalized
+
+ARM_LABELS = {"dqn": "DQN (replay)", "noreplay": "no replay (memory of 1)"}
+TITLES = {"beam_rider": "B.Rider", "breakout": "Breakout", "enduro": "Enduro", "pong": "Pong", "qbert": "Q*bert",
+          "seaquest": "Seaquest", "space_invaders": "S.Invaders"}
+
+
+def _describe(runs) -> str:
+    cfg = runs[0].record["config"]
+    return f"{cfg['variant']}, {cfg['frames']:,} frames, {len(runs)} seed(s)"
+
+
+def ours(runs) -> dict[str, list[float]]:
+    """Each game's final ε = 0.05 return, one value per seed."""
+    games = [g for g in TABLE1["Random"] if all(f"{g}_return" in r.record["metrics"] for r in runs)]
+    return {g: [r.record["metrics"][f"{g}_return"] for r in runs] for g in games}
+
+
+def table1(runs, path: Path) -> Path:
+    """Table 1's average-total-reward rows beside ours (mean ± std over seeds)."""
+    scores = ours(runs)
+    games = list(TABLE1["Random"])
+    rows = [[name] + [f"{TABLE1[name][g]:g}" for g in games] for name in ("Random", "Sarsa", "Contingency")]
+    rows.append(["DQN (paper)"] + [f"{TABLE1['DQN'][g]:g}" for g in games])
+    rows.append(["Ours"] + [
+        f"{np.mean(scores[g]):.1f} ± {np.std(scores[g], ddof=1) if len(scores[g]) > 1 else 0:.1f}"
+        if g in scores else "—" for g in games])
+    rows.append(["Human"] + [f"{TABLE1['Human'][g]:g}" for g in games])
+    fig, ax = plt.subplots(figsize=(12, 2.2))
+    ax.axis("off")
+    table = ax.table(cellText=rows, colLabels=["Method"] + [TITLES[g] for g in games], loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.scale(1, 1.4)
+    for col in range(len(games) + 1):
+        table[(len(rows) - 1, col)].set_facecolor("#eef5ff")
+    title = f"Table 1 (average total reward, ε = 0.05) with our row ({_describe(runs)})"
+    if scores:
+        matrix = np.array([[human_normalized(g, scores[g][i]) for g in scores] for i in range(len(runs))])
+        low, high = stratified_bootstrap_ci(matrix)
+        title += f"\nhuman-normalized IQM {iqm(matrix):.3f} [95% CI {low:.3f}, {high:.3f}] over {len(scores)} game(s)"
+    ax.set_title(title, fontsize=9)
+    return save(fig, path)
+
+
+def throughput(runs, path: Path) -> Path:
+    """Agent frames/s, emulator frames/s and updates/s of every run, per arm."""
+    rows = []
+    for run in sorted(runs, key=lambda r: r.seed):
+        speed = run.record["throughput"]
+        for game in TABLE1["Random"]:
+            for arm, piece in ARMS.items():
+                key = f"{game}_{piece}"
+                if f"{key}agent_frames_per_s" in speed:
+                    rows.append([str(run.seed), TITLES[game], ARM_LABELS[arm]] + [
+                        f"{speed[f'{key}{m}']:.0f}" for m in ("agent_frames_per_s", "emulator_frames_per_s",
+                                                               "updates_per_s")] + [
+                        f"{run.record['wall_time_s'] / 60:.1f}", str(run.record["versions"].get("torch", ""))])
+    fig, ax = plt.subplots(figsize=(10, 0.4 + 0.3 * max(len(rows), 1)))
+    ax.axis("off")
+    if rows:
+        table = ax.table(cellText=rows, loc="center", cellLoc="center",
+                         colLabels=["seed", "game", "arm", "agent frames/s", "emulator frames/s", "updates/s",
+                                    "run wall min", "torch"])
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+    ax.set_title("Throughput of the training loop (evaluations excluded), per run", fontsize=9)
+    return save(fig, path)
+
+
+def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
+    out_dir = Path(out_dir)
+    made: list[tuple[str, Path]] = []
+    curves = all_curves(runs)
+    if not runs or not {"game", "arm", "eval_return", "max_q"} <= set(curves.columns):
+        return made
+    curves = curves.assign(arm=curves["arm"].map(ARM_LABELS), game=curves["game"].map(TITLES),
+                           random=curves["game"].map(TABLE1["Random"]))  # from the ROM ids, before the renaming
+    curves = curves.rename(columns={"step": "training frames"})
+    made.append(((f"Average return per episode under ε = 0.05 during training ({_describe(runs)}); dashed: "
+                  "Table 1's Random row"),
+                 curve_plot(curves, x="training frames", y="eval_return", hue="arm", col="game", baseline="random",
+                            path=out_dir / "dqn_atari_returns.png", title="Average reward per episode (Fig. 2)")))
+    made.append(("Average max-Q over the fixed held-out states collected by a random policy before training",
+                 curve_plot(curves, x="training frames", y="max_q", hue="arm", col="game",
+                            path=out_dir / "dqn_atari_max_q.png", title="Average action value Q (Fig. 2)")))
+    made.append((("Table 1 with our row; the human-normalized IQM and its stratified-bootstrap CI (rliable's "
+                   "method) are over seeds x games"), table1(runs, out_dir / "dqn_atari_table1.png")))
+    made.append(("Throughput per run", throughput(runs, out_dir / "dqn_atari_throughput.png")))
+    return made

@@ -1,0 +1,141 @@
+"""DQN on Atari (reproductions/dqn_atari): the 2013 network, the two variants' targets and losses,
+the schedules, bad input, and a killed-and-resumed run that counts every frame once."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from common.papers import UsageError
+from reproductions.dqn_atari import runner
+from reproductions.dqn_atari.dqn import Agent, QNetwork, td_loss
+from tests.resume import kill_then_resume
+
+pytest.importorskip("ale_py")
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    torch.manual_seed(0)
+
+
+def _cfg(**overrides) -> dict:
+    return {**runner.CONFIG, **runner.TIERS["smoke"], **overrides}
+
+
+def test_the_2013_network_has_the_papers_layers():
+    net = QNetwork(num_actions=6)
+    assert [tuple(m.weight.shape) for m in (net.conv1, net.conv2, net.fc, net.out)] == \
+        [(16, 4, 8, 8), (32, 16, 4, 4), (256, 2592), (6, 256)]
+    assert [m.stride for m in (net.conv1, net.conv2)] == [(4, 4), (2, 2)]
+    frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    relu = torch.nn.functional.relu
+    x = relu(net.conv2(relu(net.conv1(frames.float() / 255))))  # uint8 in, scaled to [0, 1]
+    torch.testing.assert_close(net(frames), net.out(relu(net.fc(x.flatten(1)))))
+
+
+def test_the_nature_loss_clips_the_td_error_in_its_gradient_and_nips_does_not():
+    q = torch.tensor([0.0, 0.0, 0.0], requires_grad=True)
+    target = torch.tensor([0.5, 3.0, -4.0])
+    for variant, expected in (("nips2013", [-0.5, -3.0, 4.0]), ("nature2015", [-0.5, -1.0, 1.0])):
+        q.grad = None
+        (td_loss(variant, q, target) * 3).backward()  # undo the batch mean
+        torch.testing.assert_close(q.grad, torch.tensor(expected))
+
+
+def _batch(num_actions=4, n=8):
+    s = torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8)
+    return (s, torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8), torch.randint(0, num_actions, (n,)),
+            torch.randn(n), torch.zeros(n))
+
+
+def test_nips2013_bootstraps_from_the_online_network_and_nature2015_from_a_lagged_copy():
+    batch = _batch()
+    nips = Agent(4, _cfg(variant="nips2013", bf16=False))
+    assert nips.target is None
+    nature = Agent(4, _cfg(variant="nature2015", bf16=False, target_update=3))
+    initial = {k: v.clone() for k, v in nature.net.state_dict().items()}
+    for _ in range(2):
+        nature.update(batch)
+    # two updates in, the target network still holds the initial weights ...
+    assert all(torch.equal(v, initial[k]) for k, v in nature.target.state_dict().items())
+    assert not torch.equal(nature.net.fc.weight, initial["fc.weight"])
+    nature.update(batch)  # ... and the third refreshes it
+    assert all(torch.equal(v, nature.net.state_dict()[k]) for k, v in nature.target.state_dict().items())
+    # the online network's loss is the one nips2013 bootstraps with
+    s, s2, a, r, _ = batch
+    with torch.no_grad():
+        expected = 0.5 * ((r + 0.99 * nips.net(s2).max(1).values - nips.net(s).gather(1, a[:, None]).squeeze(1)) ** 2)
+    torch.testing.assert_close(nips.loss(*batch), expected.mean())
+
+
+def test_epsilon_anneals_linearly_then_stays():
+    cfg = _cfg(eps_start=1.0, eps_end=0.1, eps_frames=1000)
+    assert [runner.epsilon(cfg, f) for f in (0, 500, 1000, 5000)] == pytest.approx([1.0, 0.55, 0.1, 0.1])
+
+
+def test_human_normalized_scores_use_table_1():
+    assert runner.human_normalized("breakout", 1.2) == 0
+    assert runner.human_normalized("breakout", 31) == pytest.approx(1)
+    assert runner.human_normalized("pong", 20) == pytest.approx(40.4 / 17.4)
+
+
+def test_space_invaders_skips_three_frames():
+    assert runner.frame_skip(runner.CONFIG, "space_invaders") == 3 and runner.frame_skip(runner.CONFIG, "pong") == 4
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"games": "breakout,tetris"}, "unknown game.*tetris.*valid games.*space_invaders"),
+    ({"variant": "double"}, "unknown variant.*nips2013, nature2015"),
+    ({"num_envs": 0}, "num_envs must be a positive"),
+])
+def test_bad_input_is_a_usage_error_before_anything_trains(overrides, message, tmp_path):
+    from tests.resume import smoke_context
+    with pytest.raises(UsageError, match=message):
+        runner.run(_cfg(**overrides), smoke_context("dqn_atari", tmp_path, resume=False))
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_learning_waits_for_learning_starts_in_both_arms():
+    for arm in ("dqn", "noreplay"):
+        trainer = runner.Trainer(_cfg(learning_starts=60), "breakout", arm, seed=0)
+        while trainer.frames < 60:
+            assert trainer.step() == [] and trainer.agent.updates == 0
+        while trainer.agent.updates == 0:
+            trainer.step()
+        assert 60 <= trainer.frames <= 60 + 2 * 8
+
+
+def test_a_killed_run_resumes_without_counting_frames_twice(tmp_path):
+    cfg = _cfg()
+    # smoke logs at frames 0, 200 and 400 per arm and checkpoints after the 200 one: die at the 400 one
+    reference, resumed, ctx, ckpt = kill_then_resume("dqn_atari", runner.run, cfg, tmp_path, kill_at_log_call=3)
+    saved = torch.load(ckpt / "breakout_dqn.pt", weights_only=True)["state"]["trainer"]  # the resumed run's last
+    assert "replay" in saved and 200 <= saved["frames"] < cfg["frames"] + cfg["num_envs"]
+    assert resumed.keys() == reference.keys()
+    for run in (reference, resumed):  # the budget, overshot by less than one vector step
+        for arm in ("", "noreplay_"):
+            assert cfg["frames"] <= run[f"breakout_{arm}frames"] < cfg["frames"] + cfg["num_envs"]
+    rows = [(r["arm"], r["step"]) for r in ctx.curves]
+    assert len(rows) == len(set(rows)) == 6  # three evaluation points per arm, none twice
+    for arm in ("dqn", "noreplay"):
+        steps = [s for a, s in rows if a == arm]
+        assert steps == sorted(steps) and steps[0] == 0 and steps[-1] >= cfg["frames"]
+    # the arm trained wholly after the resume is the uninterrupted run's, bit for bit
+    assert {k: v for k, v in resumed.items() if "noreplay" in k} == \
+        {k: v for k, v in reference.items() if "noreplay" in k}
+
+
+def test_checkpoints_restore_the_agent_and_the_replay_memory():
+    trainer = runner.Trainer(_cfg(learning_starts=20), "breakout", "dqn", seed=0)
+    while trainer.agent.updates < 3:
+        trainer.step()
+    state = trainer.state()
+    copy = runner.Trainer(_cfg(learning_starts=20), "breakout", "dqn", seed=1)
+    copy.load(state)
+    assert copy.frames == trainer.frames and copy.agent.updates == trainer.agent.updates
+    for a, b in zip(trainer.agent.net.parameters(), copy.agent.net.parameters()):
+        assert torch.equal(a, b)
+    t = trainer.replay.t
+    assert np.array_equal(copy.replay.frames[:, t % copy.replay.slots], trainer.replay.frames[:, t % copy.replay.slots])
+    assert copy.replay.t == t + 1  # the emulators were restarted: a new episode begins after the saved frames
