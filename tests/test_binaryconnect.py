@@ -212,15 +212,6 @@ def test_bad_variants_and_lists_are_rejected_with_what_is_valid():
         runner.split_sizes({"mnist_train": 60000, "mnist_valid": 100}, "mnist", 60000, 50000)
 
 
-def test_zca_whitens_the_training_data():
-    x = torch.randn(4000, 6) @ torch.randn(6, 6)
-    white = runner.zca(x)(x)
-    cov = white.T @ white / len(x)
-    eigenvalues = torch.linalg.eigvalsh(x.T @ (x - x.mean(0)) / len(x))
-    expected = torch.diag(torch.ones(6))  # λ/(λ + 0.1) on each whitened direction, near 1 for large λ
-    assert torch.allclose(cov, expected, atol=0.1 / eigenvalues.min().item() + 0.02)
-
-
 @pytest.mark.skipif(available("svhn"), reason="SVHN is present here; the missing-data path cannot be shown")
 def test_a_missing_svhn_fails_in_one_line_before_any_training(monkeypatch, results_dir, capsys):
     def offline(entry, target):

@@ -12,7 +12,7 @@ from common.data import DatasetMissing, available
 from common.papers import UsageError
 from reproductions.elu import runner
 from reproductions.elu.elu import (SReLU, StackedCNN, activation, autoencoder, classifier, median_unit_means,
-                                   pad_crop_flip, parse_stacks, zca_apply, zca_fit)
+                                   pad_crop_flip, parse_stacks)
 from tests.conftest import require_datasets
 from tests.resume import kill_then_resume
 
@@ -78,17 +78,6 @@ def test_cnn_keeps_map_size_through_even_kernels_and_pools_only_while_maps_are_2
         StackedCNN("8x2|10x1", 3, 8, "relu", dropout=[0.1])
 
 
-def test_zca_whitens_the_training_images():
-    torch.manual_seed(0)
-    mixing = torch.randn(12, 12)
-    x = torch.randn(4000, 12) @ mixing
-    mean, w = zca_fit(x, eps=1e-6)
-    white = zca_apply(x, mean, w)
-    cov = (white - white.mean(0)).T @ (white - white.mean(0)) / len(white)
-    torch.testing.assert_close(cov, torch.eye(12), atol=2e-3, rtol=0)
-    torch.testing.assert_close(w, w.T)  # ZCA: the symmetric whitening, closest to the data
-
-
 def test_pad_crop_flip_returns_a_shifted_and_maybe_mirrored_crop_of_each_image():
     x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).reshape(2, 1, 5, 5) + 1
     out = pad_crop_flip(x, 2, torch.Generator().manual_seed(3))
@@ -145,11 +134,3 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, kill_at):
     assert resumed == reference
     rows = [(r["experiment"], r["model"], r.get("lr"), r.get("layer"), r["step"]) for r in ctx.curves]
     assert len(rows) == len(set(rows))
-
-
-def test_global_contrast_normalization_leaves_each_image_centred_with_pixel_rms_near_one():
-    from reproductions.elu.elu import global_contrast_normalize
-    x = torch.rand(6, 3, 32, 32) * torch.linspace(0.1, 5, 6)[:, None, None, None]
-    out = global_contrast_normalize(x).reshape(6, -1)
-    torch.testing.assert_close(out.mean(1), torch.zeros(6), atol=1e-4, rtol=0)
-    torch.testing.assert_close(out.pow(2).mean(1).sqrt(), torch.full((6,), 55 / math.sqrt(3072)))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from common.context import RunContext
+from common.preprocessing import global_contrast_normalize, zca_apply, zca_fit
 from reproductions.binaryconnect.binaryconnect import (MODES, QuantizedLayer, cnn, count_multiplications,
                                                        exponent_range, mlp, round_to_power_of_two,
                                                        squared_hinge_loss)
@@ -82,7 +83,6 @@ LIBRARIES = ()
 DATASETS = ("mnist", "cifar10")  # svhn is read only when `datasets` names it (the paper tier)
 
 DATASET_NAMES = ("mnist", "cifar10", "svhn")
-GCN_SCALE, ZCA_BIAS = 55.0, 0.1  # pylearn2's global contrast normalization and ZCA, as the official data
 
 
 # -- configuration --------------------------------------------------------------------------------
@@ -145,21 +145,6 @@ def load_mnist(cfg: dict) -> dict[str, torch.Tensor]:
             "test_y": torch.from_numpy(test_labels)}
 
 
-def global_contrast_normalize(x: torch.Tensor) -> torch.Tensor:
-    """Per image: subtract its mean, scale to norm GCN_SCALE."""
-    x = x - x.mean(1, keepdim=True)
-    return GCN_SCALE * x / x.norm(dim=1, keepdim=True).clamp_min(1e-8)
-
-
-def zca(train: torch.Tensor):
-    """ZCA whitening fitted on `train` (rows are images): x -> (x - μ)·V·diag(1/sqrt(λ + bias))·Vᵀ."""
-    mean = train.mean(0)
-    centred = train - mean
-    eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / len(train))
-    whiten = (eigenvectors / (eigenvalues.clamp_min(0) + ZCA_BIAS).sqrt()) @ eigenvectors.T
-    return lambda x: (x - mean) @ whiten
-
-
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images.reshape(len(images), -1).astype(np.float32))
 
@@ -167,11 +152,10 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 def load_colour(name: str, cfg: dict, images, labels, test_images, test_labels, valid_from: int):
     """GCN then ZCA (fitted on the training images used), as (N, 3, 32, 32) float tensors."""
     n_train, n_valid = split_sizes(cfg, name, len(images), valid_from)
-    train = global_contrast_normalize(images_to_tensor(images[:n_train]))
-    whiten = zca(train)
+    mean, whiten = zca_fit(global_contrast_normalize(images_to_tensor(images[:n_train])))
 
     def prepare(x: np.ndarray) -> torch.Tensor:
-        flat = whiten(global_contrast_normalize(images_to_tensor(x)))
+        flat = zca_apply(global_contrast_normalize(images_to_tensor(x)), mean, whiten)
         return flat.reshape(-1, 32, 32, 3).permute(0, 3, 1, 2).contiguous()
 
     return {"train": prepare(images[:n_train]), "train_y": torch.from_numpy(labels[:n_train]),

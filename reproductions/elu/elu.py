@@ -138,32 +138,7 @@ class StackedCNN(nn.Module):
         return self.body(x).mean(dim=(2, 3))
 
 
-# -- data preprocessing of §4.3-4.4 ----------------------------------------------------------------------
-def global_contrast_normalize(x: torch.Tensor, scale: float = 55.0, eps: float = 1e-8) -> torch.Tensor:
-    """Per image: subtract its mean and divide by its norm over `scale` (pylearn2's CIFAR recipe:
-    scale 55 on 3,072 values leaves each pixel with an RMS near 1)."""
-    flat = x.reshape(len(x), -1)
-    flat = flat - flat.mean(1, keepdim=True)
-    norm = flat.pow(2).sum(1, keepdim=True).sqrt().clamp_min(eps)
-    return (scale * flat / norm).reshape(x.shape)
-
-
-def zca_fit(x: torch.Tensor, eps: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ZCA whitening transform of the rows of `x` (N, D): (mean, W) with W = U (Λ + ε)^-½ Uᵀ; ε (the
-    'filter bias' of pylearn2's recipe) keeps directions of tiny variance from being blown up into noise."""
-    flat = x.reshape(len(x), -1).double()
-    mean = flat.mean(0)
-    centred = flat - mean
-    cov = centred.T @ centred / len(flat)
-    eigenvalues, eigenvectors = torch.linalg.eigh(cov)
-    w = eigenvectors @ torch.diag((eigenvalues.clamp_min(0) + eps).rsqrt()) @ eigenvectors.T
-    return mean.float(), w.float()
-
-
-def zca_apply(x: torch.Tensor, mean: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return ((x.reshape(len(x), -1) - mean) @ w).reshape(x.shape)
-
-
+# -- augmentation of §4.3-4.4 ----------------------------------------------------------------------------
 def pad_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """The paper's augmentation: zero-pad by `pad` pixels, take a random crop of the original size, and
     flip half of the images horizontally; all images at once, one random offset and flip per image."""
@@ -184,7 +159,3 @@ def median_unit_means(hidden: list[torch.Tensor]) -> list[float]:
     """Fig. 2a's statistic, per hidden layer: each unit's mean activation over the batch, then the
     median over the layer's units."""
     return [float(h.mean(0).median()) for h in hidden]
-
-
-def n_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -9,6 +9,7 @@ import numpy as np
 
 from common.plots import curve_plot, image_grid
 from common.records import all_curves, first_arrays
+from reproductions.elu.runner import lr_tag
 
 
 def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
@@ -57,7 +58,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                      f"against epochs, one panel per SGD learning rate (mean of {n_seeds} seed(s), 95% band); dashed where "
                      f"recorded: the error of predicting the mean training image.", path))
         for lr in sorted(ae["lr"].astype(float).unique(), reverse=True):
-            tag = f"{lr:g}".replace("-", "m").replace(".", "p")
+            tag = lr_tag(lr)
             rows, titles, seed = [], [], None
             for act in sorted(ae["model"].unique()):
                 found = first_arrays(runs, f"ae_lr{tag}_{act}")

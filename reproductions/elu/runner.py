@@ -24,8 +24,9 @@ from torch.nn import functional as F
 from common.config import parse_names, parse_numbers
 from common.context import RunContext
 from common.papers import UsageError
-from reproductions.elu.elu import (ACTIVATIONS, StackedCNN, autoencoder, classifier, global_contrast_normalize,
-                                   median_unit_means, pad_crop_flip, parse_stacks, zca_apply, zca_fit)
+from common.preprocessing import global_contrast_normalize, zca_apply, zca_fit
+from reproductions.elu.elu import (ACTIVATIONS, StackedCNN, autoencoder, classifier, median_unit_means,
+                                   pad_crop_flip, parse_stacks)
 
 # The paper tier (§4). Only these keys are --set-able; each is typed by its value. M: from memory of
 # the paper (shared/papers.md marks these details M), not confirmed against the text.
@@ -162,10 +163,10 @@ def cifar_tensors(name: str, train_images: int, test_images: int, zca: bool) -> 
     n, nt = train_images or len(x), test_images or len(xt)
     x = torch.from_numpy(x[:n]).permute(0, 3, 1, 2).float() / 255
     xt = torch.from_numpy(xt[:nt]).permute(0, 3, 1, 2).float() / 255
-    if zca:
-        x, xt = global_contrast_normalize(x), global_contrast_normalize(xt)
-        mean, w = zca_fit(x)
-        x, xt = zca_apply(x, mean, w), zca_apply(xt, mean, w)
+    if zca:  # on flattened rows; the covariance of 3,072 values in float64
+        x, xt = (global_contrast_normalize(v.reshape(len(v), -1)) for v in (x, xt))
+        mean, w = (t.float() for t in zca_fit(x.double()))
+        x, xt = (zca_apply(v, mean, w).reshape(-1, 3, 32, 32) for v in (x, xt))
     else:
         mean, std = x.mean((0, 2, 3), keepdim=True), x.std((0, 2, 3), keepdim=True)
         x, xt = (x - mean) / std, (xt - mean) / std
