@@ -65,7 +65,7 @@ TIERS = {
               "learning_starts": 100, "eps_frames": 300, "eval_every": 200, "eval_steps": 100, "eval_episodes": 2,
               "final_eval_episodes": 2, "final_eval_steps": 200, "heldout_states": 32, "ablation_no_replay": True,
               "checkpoint_every": 200, "checkpoint_replay": True},
-    # README, Tiers: Q*bert at 2% of the paper's frames, ~25 min of one core per seed including the ablation
+    # README, Tiers: Q*bert at 2% of the paper's frames; 28 min per seed with the ablation, 3 side by side
     "cpu": {"games": "qbert", "frames": 200_000, "update_every": 4, "replay_size": 100_000,
             "learning_starts": 10_000, "eps_frames": 50_000, "target_update": 2_500, "eval_every": 20_000,
             "eval_steps": 2_500, "final_eval_episodes": 32, "final_eval_steps": 20_000, "heldout_states": 500,
