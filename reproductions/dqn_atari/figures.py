@@ -89,7 +89,10 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
         return made
     curves = curves.assign(arm=curves["arm"].map(ARM_LABELS), game=curves["game"].map(TITLES),
                            random=curves["game"].map(TABLE1["Random"]))  # from the ROM ids, before the renaming
-    curves = curves.rename(columns={"step": "training frames"})
+    # a vector of environments overshoots each evaluation point by up to num_envs - 1 frames, differently
+    # per seed: snap to the schedule so that seeds are averaged point by point
+    every = runs[0].record["config"]["eval_every"]
+    curves["training frames"] = (curves["step"] / every).round().astype(int) * every
     made.append(((f"Average return per episode under ε = 0.05 during training ({_describe(runs)}); dashed: "
                   "Table 1's Random row"),
                  curve_plot(curves, x="training frames", y="eval_return", hue="arm", col="game", baseline="random",
