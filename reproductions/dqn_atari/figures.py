@@ -92,13 +92,14 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
     # a vector of environments overshoots each evaluation point by up to num_envs - 1 frames, differently
     # per seed: snap to the schedule so that seeds are averaged point by point
     every = runs[0].record["config"]["eval_every"]
-    curves["training frames"] = (curves["step"] / every).round().astype(int) * every
+    frames = "training frames (thousands)"
+    curves[frames] = (curves["step"] / every).round() * every / 1000
     made.append(((f"Average return per episode under ε = 0.05 during training ({_describe(runs)}); dashed: "
                   "Table 1's Random row"),
-                 curve_plot(curves, x="training frames", y="eval_return", hue="arm", col="game", baseline="random",
+                 curve_plot(curves, x=frames, y="eval_return", hue="arm", col="game", baseline="random",
                             path=out_dir / "dqn_atari_returns.png", title="Average reward per episode (Fig. 2)")))
     made.append(("Average max-Q over the fixed held-out states collected by a random policy before training",
-                 curve_plot(curves, x="training frames", y="max_q", hue="arm", col="game",
+                 curve_plot(curves, x=frames, y="max_q", hue="arm", col="game",
                             path=out_dir / "dqn_atari_max_q.png", title="Average action value Q (Fig. 2)")))
     made.append((("Table 1 with our row; the human-normalized IQM and its stratified-bootstrap CI (rliable's "
                    "method) are over seeds x games"), table1(runs, out_dir / "dqn_atari_table1.png")))
