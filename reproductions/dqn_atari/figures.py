@@ -77,6 +77,7 @@ def throughput(runs, path: Path) -> Path:
                                     "run wall min", "torch"])
         table.auto_set_font_size(False)
         table.set_fontsize(8)
+        table.auto_set_column_width(list(range(len(rows[0]))))
     ax.set_title("Throughput of the training loop (evaluations excluded), per run", fontsize=9)
     return save(fig, path)
 
