@@ -11,11 +11,14 @@ import torch
 import common.data
 from common.cli import main
 from common.data import DatasetMissing, available
+from common.papers import UsageError
+from common.runs import run_one
 from reproductions.binaryconnect import runner
 from reproductions.binaryconnect.binaryconnect import (QuantizedBackpropConv2d, QuantizedBackpropLinear,
                                                        QuantizedConv2d, QuantizedLinear, count_multiplications,
                                                        exponent_range, hard_sigmoid, mlp, quantize_weights,
                                                        round_to_power_of_two, squared_hinge_loss)
+from tests.conftest import require_datasets
 from tests.resume import kill_then_resume
 
 EXPONENTS = exponent_range(3, 3)
@@ -199,17 +202,31 @@ def test_cnn_shapes_follow_the_official_architecture():
     assert fc.weight.shape == (5, 3) and out.weight.shape == (10, 5)  # 32→30→28/2→13→12/2→5→4/2→1: 3 features
 
 
-def test_bad_variants_and_lists_are_rejected_with_what_is_valid():
+def test_bad_variants_and_lists_are_usage_errors_naming_what_is_valid():
     assert runner.parse_variant("binary_stoch_qb") == ("binary_stoch", True)
     assert runner.parse_variant("full") == ("full", False)
-    with pytest.raises(ValueError, match="optionally with '_qb'"):
+    with pytest.raises(UsageError, match="optionally with '_qb'"):
         runner.parse_variant("binary_qb")
-    with pytest.raises(ValueError, match="valid: mnist, cifar10, svhn"):
-        runner.parse_names("mnist,imagenet", "datasets", runner.DATASET_NAMES)
-    with pytest.raises(ValueError, match="7 comma-separated"):
-        runner.parse_channels("8,8,8")
-    with pytest.raises(ValueError, match=r"mnist_train must be in \[1, 50000\]"):
+    with pytest.raises(UsageError, match=r"mnist_train must be in \[1, 50000\]"):
         runner.split_sizes({"mnist_train": 60000, "mnist_valid": 100}, "mnist", 60000, 50000)
+    cfg = {**runner.CONFIG, **runner.TIERS["smoke"]}
+    for overrides, message in [({"datasets": "mnist,imagenet"}, "valid: mnist, cifar10, svhn"),
+                               ({"datasets": ""}, "datasets is empty"),
+                               ({"cnn_channels": "8,8,8"}, "7 comma-separated"),
+                               ({"mnist_variants": "full,binary"}, "unknown variant 'binary'"),
+                               ({"cifar10_epochs": 0}, "cifar10_epochs, cifar10_batch and eval_every"),
+                               ({"mnist_train": 50}, r"mnist_train \(50\) must be at least mnist_batch \(100\)")]:
+        with pytest.raises(UsageError, match=message):
+            runner.validate({**cfg, **overrides})
+    assert runner.validate(cfg) == {"mnist": cfg["mnist_variants"].split(","),
+                                    "cifar10": cfg["cifar10_variants"].split(",")}
+
+
+def test_bad_input_is_a_usage_error_before_anything_trains_and_writes_no_record(results_dir):
+    require_datasets(*runner.DATASETS)  # run_one verifies them before the runner sees its config
+    with pytest.raises(UsageError, match="datasets: unknown 'imagenet'"):
+        run_one("binaryconnect", "smoke", 0, overrides={"datasets": "mnist,imagenet"})
+    assert not any(results_dir.rglob("*.json"))
 
 
 @pytest.mark.skipif(available("svhn"), reason="SVHN is present here; the missing-data path cannot be shown")

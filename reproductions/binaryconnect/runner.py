@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.config import parse_names
 from common.context import RunContext
+from common.papers import UsageError
 from common.preprocessing import global_contrast_normalize, zca_apply, zca_fit
 from reproductions.binaryconnect.binaryconnect import (MODES, QuantizedLayer, cnn, count_multiplications,
                                                        exponent_range, mlp, round_to_power_of_two,
@@ -86,27 +88,18 @@ DATASET_NAMES = ("mnist", "cifar10", "svhn")
 
 
 # -- configuration --------------------------------------------------------------------------------
-def parse_names(text: str, key: str, valid: tuple[str, ...]) -> list[str]:
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [n for n in names if n not in valid]
-    if not names or bad:
-        raise ValueError(f"{key}: {'unknown ' + ', '.join(map(repr, bad)) if bad else 'empty'}; "
-                         f"valid: {', '.join(valid)}")
-    return names
-
-
 def parse_variant(name: str) -> tuple[str, bool]:
     """'binary_stoch_qb' -> ('binary_stoch', True): a weight mode and whether backprop is quantized."""
     mode, qb = (name[:-3], True) if name.endswith("_qb") else (name, False)
     if mode not in MODES:
-        raise ValueError(f"unknown variant {name!r}; valid: one of {', '.join(MODES)}, optionally with '_qb'")
+        raise UsageError(f"unknown variant {name!r}; valid: one of {', '.join(MODES)}, optionally with '_qb'")
     return mode, qb
 
 
 def parse_variants(text: str, key: str) -> list[str]:
     variants = [v.strip() for v in text.split(",") if v.strip()]
     if not variants:
-        raise ValueError(f"{key} is empty; valid: one of {', '.join(MODES)}, optionally with '_qb'")
+        raise UsageError(f"{key} is empty; valid: one of {', '.join(MODES)}, optionally with '_qb'")
     for v in variants:
         parse_variant(v)
     return variants
@@ -116,9 +109,9 @@ def parse_channels(text: str) -> list[int]:
     try:
         channels = [int(c) for c in text.split(",") if c.strip()]
     except ValueError:
-        raise ValueError(f"cnn_channels must be 7 comma-separated integers, got {text!r}") from None
+        raise UsageError(f"cnn_channels must be 7 comma-separated integers, got {text!r}") from None
     if len(channels) != 7 or min(channels) < 1:
-        raise ValueError(f"cnn_channels must be 7 comma-separated positive integers, got {text!r}")
+        raise UsageError(f"cnn_channels must be 7 comma-separated positive integers, got {text!r}")
     return channels
 
 
@@ -126,7 +119,7 @@ def parse_channels(text: str) -> list[int]:
 def split_sizes(cfg: dict, name: str, total: int, valid_from: int) -> tuple[int, int]:
     n_train, n_valid = cfg[f"{name}_train"], cfg[f"{name}_valid"]
     if not (1 <= n_train <= valid_from and 1 <= n_valid <= total - valid_from):
-        raise ValueError(f"{name}_train must be in [1, {valid_from}] and {name}_valid in [1, {total - valid_from}]"
+        raise UsageError(f"{name}_train must be in [1, {valid_from}] and {name}_valid in [1, {total - valid_from}]"
                          f" (train[{valid_from}:] validates); got {n_train} and {n_valid}")
     return n_train, n_valid
 
@@ -262,12 +255,7 @@ def train_variant(name: str, variant: str, data: dict, cfg: dict, ctx: RunContex
     mode, qb = parse_variant(variant)
     epochs, batch = cfg[f"{name}_epochs"], cfg[f"{name}_batch"]
     lr_start, lr_end = cfg[f"{name}_lr_start"], cfg[f"{name}_lr_end"]
-    if epochs < 1 or batch < 1 or cfg["eval_every"] < 1 or not 0 < lr_end <= lr_start:
-        raise ValueError(f"{name}_epochs, {name}_batch and eval_every must be >= 1 and 0 < {name}_lr_end <= "
-                         f"{name}_lr_start; got {epochs}, {batch}, {cfg['eval_every']}, {lr_end}, {lr_start}")
     x, y = data["train"], data["train_y"]
-    if len(x) < batch:
-        raise ValueError(f"{name}_train ({len(x)}) must be at least {name}_batch ({batch})")
     bn_examples = x[:max(batch, cfg["bn_stats_examples"])]
 
     model = build(name, mode, qb, cfg)
@@ -322,10 +310,27 @@ def train_variant(name: str, variant: str, data: dict, cfg: dict, ctx: RunContex
     return metrics
 
 
-def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
+def validate(cfg: dict) -> dict[str, list[str]]:
+    """Each named dataset's variants, checked (with every other setting that could only fail later)
+    before any data is read or anything trains: bad input exits with code 2 and writes no record."""
     names = parse_names(cfg["datasets"], "datasets", DATASET_NAMES)
-    plans = {name: parse_variants(cfg[f"{name}_variants"], f"{name}_variants") for name in names}
+    if not names:
+        raise UsageError(f"datasets is empty; valid: {', '.join(DATASET_NAMES)}")
     parse_channels(cfg["cnn_channels"])
+    for name in names:
+        epochs, batch = cfg[f"{name}_epochs"], cfg[f"{name}_batch"]
+        lr_start, lr_end = cfg[f"{name}_lr_start"], cfg[f"{name}_lr_end"]
+        if epochs < 1 or batch < 1 or cfg["eval_every"] < 1 or not 0 < lr_end <= lr_start:
+            raise UsageError(f"{name}_epochs, {name}_batch and eval_every must be >= 1 and 0 < {name}_lr_end <= "
+                             f"{name}_lr_start; got {epochs}, {batch}, {cfg['eval_every']}, {lr_end}, {lr_start}")
+        if cfg[f"{name}_train"] < batch:
+            raise UsageError(f"{name}_train ({cfg[f'{name}_train']}) must be at least {name}_batch ({batch})")
+    return {name: parse_variants(cfg[f"{name}_variants"], f"{name}_variants") for name in names}
+
+
+def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
+    plans = validate(cfg)
+    names = list(plans)
     data = {name: LOADERS[name](cfg) for name in names}  # a missing dataset (SVHN) fails before any training
     metrics: dict[str, float] = {}
     for name in names:
