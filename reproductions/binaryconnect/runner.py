@@ -330,10 +330,9 @@ def validate(cfg: dict) -> dict[str, list[str]]:
 
 def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
     plans = validate(cfg)
-    names = list(plans)
-    data = {name: LOADERS[name](cfg) for name in names}  # a missing dataset (SVHN) fails before any training
+    data = {name: LOADERS[name](cfg) for name in plans}  # a missing dataset (SVHN) fails before any training
     metrics: dict[str, float] = {}
-    for name in names:
-        for variant in plans[name]:
+    for name, variants in plans.items():
+        for variant in variants:
             metrics.update(train_variant(name, variant, data[name], cfg, ctx))
     return metrics
