@@ -253,7 +253,7 @@ def check_paper(paper: Paper, tier: str) -> tuple[list[Verdict], list[str]]:
         expected = load_expected(expected_path(paper))
     except ExpectedError as err:
         return [], errors + [str(err)]
-    runs = judged_runs(runs)
+    runs, _ = judged_runs(runs, paper.runner(), tier)
     verdicts = []
     for claim in expected.claims:
         if tier not in claim.checks:

@@ -1,10 +1,12 @@
-"""Resolving a run's configuration: CONFIG (paper values) <- tier preset <- `--set key=value`.
+"""Resolving a run's configuration: CONFIG (paper values) <- tier preset <- experiment point <- `--set`.
 
 Values given on the command line are parsed as data, typed by the value CONFIG holds for that key;
-nothing is ever evaluated.
+nothing is ever evaluated. A list is written comma-separated (`--set widths=64,32`) and each item is
+typed like the default's first item; a nested section is reached with dots (`--set sac.lr=3e-4`).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from types import ModuleType
@@ -33,23 +35,51 @@ def _parse_scalar(key: str, text: str, like):
 
 
 def parse_value(key: str, text: str, like):
+    """`text` read as the type of `like`; a list is comma-separated, each item typed like like[0]."""
+    if isinstance(like, dict):
+        raise UsageError(f"--set {key}: is a section; set one of its keys: "
+                         f"{', '.join(f'{key}.{k}' for k in sorted(like))}")
     if isinstance(like, (list, tuple)):
-        items = [t for t in text.split(",") if t]
+        items = [t.strip() for t in text.split(",") if t.strip()]
         element = like[0] if like else ""
-        return type(like)(_parse_scalar(key, t, element) for t in items)
+        return [_parse_scalar(key, t, element) for t in items]
     return _parse_scalar(key, text, like)
 
 
+def flat_keys(config: dict, prefix: str = "") -> list[str]:
+    """Every settable key, sections spelled with dots: ["lr", "sac.lr", "sac.tau", ...]."""
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            keys += flat_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def lookup(config: dict, dotted: str):
+    """The value at `"sac.lr"`; KeyError when there is none."""
+    value = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(dotted)
+        value = value[part]
+    return value
+
+
 def parse_sets(runner: ModuleType, sets: list[str]) -> dict:
-    """`["lr=0.1", "steps=5"]` -> `{"lr": 0.1, "steps": 5}`, checked against the runner's CONFIG."""
+    """`["lr=0.1", "sac.tau=0.01"]` -> `{"lr": 0.1, "sac.tau": 0.01}`, checked against CONFIG."""
     overrides = {}
     for item in sets:
         key, sep, text = item.partition("=")
         if not sep:
             raise UsageError(f"--set {item!r}: expected key=value")
-        if key not in runner.CONFIG:
-            raise UsageError(f"--set {key}: unknown key; valid keys: {', '.join(sorted(runner.CONFIG))}")
-        overrides[key] = parse_value(key, text, runner.CONFIG[key])
+        try:
+            like = lookup(runner.CONFIG, key)
+        except KeyError:
+            raise UsageError(f"--set {key}: unknown key; valid keys: {', '.join(sorted(flat_keys(runner.CONFIG)))}") \
+                from None
+        overrides[key] = parse_value(key, text, like)
     return overrides
 
 
@@ -59,22 +89,88 @@ def check_tier(tier: str) -> str:
     return tier
 
 
-def resolve(runner: ModuleType, tier: str, overrides: dict) -> dict:
+def merge(base: dict, changes: dict) -> dict:
+    """`base` with `changes` applied: nested sections merge key by key, a dotted key sets one leaf."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        *path, leaf = key.split(".")
+        target = out
+        for part in path:
+            target = target.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(target.get(leaf), dict):
+            target[leaf] = merge(target[leaf], value)
+        else:
+            target[leaf] = copy.deepcopy(value)
+    return out
+
+
+def resolve(runner: ModuleType, tier: str, overrides: dict, point=None) -> dict:
+    """CONFIG <- TIERS[tier] <- the point's settings <- `--set` overrides (`point` is an
+    `experiments.Point` or None)."""
     check_tier(tier)
-    return {**runner.CONFIG, **runner.TIERS[tier], **overrides}
+    cfg = merge(runner.CONFIG, runner.TIERS.get(tier, {}))
+    if point is not None:
+        cfg = merge(cfg, point.settings)
+    return merge(cfg, overrides)
+
+
+def validate(runner: ModuleType, cfg: dict) -> None:
+    """The runner's own checks of a resolved config; they raise UsageError (one line, exit 2)."""
+    runner.validate(cfg)
 
 
 def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def parse_names(text: str, key: str, valid: tuple[str, ...]) -> list[str]:
-    """A comma-separated list-valued key, e.g. "elu,relu", checked against the names it may hold."""
-    names = [t.strip() for t in text.split(",") if t.strip()]
+def _as_json(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _read_as(stored, like):
+    """A stored config value read under the current CONFIG's type: records written while list keys
+    were comma-separated strings ("3,10,20") hold the same list as [3, 10, 20] does now."""
+    if isinstance(like, dict) and isinstance(stored, dict):
+        return {k: _read_as(v, like.get(k)) for k, v in stored.items()}
+    if isinstance(like, (list, tuple)) and isinstance(stored, str):
+        try:
+            return parse_value("", stored, like)
+        except UsageError:
+            return stored
+    if isinstance(like, float) and isinstance(stored, int) and not isinstance(stored, bool):
+        return float(stored)
+    return stored
+
+
+def same_config(runner: ModuleType, stored: dict, current: dict) -> bool:
+    """Whether a record's config is the config `current` (the tier's or point's, resolved now)."""
+    return _as_json(_read_as(stored, runner.CONFIG)) == _as_json(current)
+
+
+# -- checks a runner's validate() uses ---------------------------------------------------------------
+def check_names(key: str, names, valid) -> list[str]:
+    """A list-valued key whose items must come from `valid`."""
+    names = [names] if isinstance(names, str) else list(names)
     bad = [n for n in names if n not in valid]
     if bad:
         raise UsageError(f"{key}: unknown {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
     return names
+
+
+def check_range(key: str, value, low=None, high=None, what: str = "") -> None:
+    """`low <= value <= high` for a number or for every item of a list (None: unbounded)."""
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise UsageError(f"{key}: {item!r} is not a number")
+        if (low is not None and item < low) or (high is not None and item > high):
+            bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
+            raise UsageError(f"{key} must be {bounds}{what}, got {value}")
+
+
+def parse_names(text: str, key: str, valid: tuple[str, ...]) -> list[str]:
+    """A comma-separated list-valued key, e.g. "elu,relu", checked against the names it may hold."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    return check_names(key, names, valid)
 
 
 def parse_numbers(text: str, key: str, kind=float, positive: bool = False) -> list:

@@ -1,9 +1,11 @@
 """The object a paper's runner talks to while it runs: curves, progress, checkpoints, artifacts.
 
 A runner never writes files itself. It calls `ctx.log(...)` for learning curves, `ctx.progress(...)`
-for a progress bar, `ctx.save_arrays(...)` for pictures the report will draw, and
-`ctx.checkpoint(...)`/`ctx.restore(...)` so that `repro run --resume` can continue a killed run.
-The harness (`common.runs`) turns all of it into one run record when the runner returns.
+for a progress bar, `ctx.save_arrays(...)` for pictures the report will draw, `ctx.stage(...)` (or
+`ctx.checkpoint(...)`/`ctx.restore(...)`) so that `repro run --resume` can continue a killed run,
+`ctx.may_diverge(...)` so one model's NaN is a result rather than the end of the run, and
+`ctx.publish(...)`/`ctx.require(...)` to hand artifacts between runs. Models and batches go to
+`ctx.device`. The harness (`common.runs`) turns all of it into one run record when the runner returns.
 """
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ import math
 import os
 import random
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,6 +42,28 @@ def _as_float(name: str, value) -> float:
 
 
 @dataclass
+class Divergence:
+    """What `ctx.may_diverge(model)` saw: whether the model's logged values stayed finite."""
+    model: str
+    step: int | None = None
+    name: str | None = None
+    last_finite: float | None = None
+
+    @property
+    def diverged(self) -> bool:
+        return self.step is not None
+
+    def metrics(self) -> dict[str, float]:
+        """`<model>_diverged` (0 or 1) always; when it did, the step and the last finite value."""
+        out = {f"{self.model}_diverged": float(self.diverged)}
+        if self.diverged:
+            out[f"{self.model}_diverged_step"] = float(self.step)
+            if self.last_finite is not None:
+                out[f"{self.model}_last_finite_{self.name}"] = self.last_finite
+        return out
+
+
+@dataclass
 class RunContext:
     paper: str
     tier: str
@@ -46,10 +73,16 @@ class RunContext:
     artifact_prefix: Path  # arrays are written to f"{artifact_prefix}.{name}.npz" at the end
     resume: bool = False
     show_progress: bool = True
+    point: str | None = None  # the experiment point this run is, if its tier has points
     curves: list[dict] = field(default_factory=list)
     throughput: dict[str, float] = field(default_factory=dict)
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, dict] = field(default_factory=lambda: {"published": {}, "consumed": {}})
     wandb_run: object = None
+    # set by the harness: publish(name, value) -> meta, and require(name) -> (value, meta)
+    publisher: Callable | None = None
+    provider: Callable | None = None
 
     def log(self, step: int, **values) -> None:
         """Append one row to the learning curves.
@@ -84,7 +117,54 @@ class RunContext:
         self.arrays[name] = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
                              for k, v in arrays.items()}
 
+    @contextmanager
+    def may_diverge(self, model: str):
+        """Train one model of several inside this block: a NaN or inf it logs (or a `Diverged` it
+        raises) ends the block, not the run. `outcome.metrics()` gives the record's metrics.
+
+            with ctx.may_diverge("naive") as outcome:
+                train(naive, ...)
+            metrics.update(outcome.metrics())
+        """
+        outcome, start = Divergence(model), len(self.curves)
+        try:
+            yield outcome
+        except Diverged as err:
+            outcome.step, outcome.name = err.step, err.name
+            earlier = [row[err.name] for row in self.curves[start:] if isinstance(row.get(err.name), float)]
+            outcome.last_finite = earlier[-1] if earlier else None
+
+    # -- artifacts ---------------------------------------------------------------------------
+    def publish(self, name: str, value) -> None:
+        """Hand `value` to later runs: a dict of tensors/numbers, a dict of numpy arrays, or the path
+        of a file this run wrote. Stored under the address of this run's config and seed."""
+        if self.publisher is None:
+            raise RuntimeError("publish() needs a run started by the harness (repro run / sweep)")
+        self.artifacts["published"][name] = self.publisher(name, value)
+
+    def require(self, name: str):
+        """The artifact `name` that this point's `requires` names, checksum-verified; built first
+        by its producer's run if it is missing. A dict, or a Path for a file artifact."""
+        if self.provider is None:
+            raise RuntimeError("require() needs a run started by the harness (repro run / sweep)")
+        value, meta = self.provider(name)
+        self.artifacts["consumed"][name] = meta
+        return value
+
     # -- resume ------------------------------------------------------------------------------
+    def stage(self, key: str, fn: Callable[[], object]):
+        """Run `fn()` once and return its result (numbers, tensors, lists, dicts). Its result is
+        checkpointed, so a resumed run skips a finished stage and gets the saved result; the stage's
+        wall time goes into the record. Stages must run in the same order on every run."""
+        saved = self.restore(f"stage-{key}")
+        if saved is not None:
+            return saved["result"]
+        clock = time.perf_counter()
+        result = fn()
+        self.stage_seconds[key] = round(time.perf_counter() - clock, 3)
+        self.checkpoint(f"stage-{key}", {"result": result, "seconds": self.stage_seconds})
+        return result
+
     def _checkpoint_path(self, key: str) -> Path:
         return self.checkpoint_dir / f"{key}.pt"
 
@@ -111,6 +191,8 @@ class RunContext:
         if not (self.resume and path.exists()):
             return None
         payload = torch.load(path, weights_only=True, map_location=self.device)
+        if key.startswith("stage-"):
+            self.stage_seconds = dict(payload["state"]["seconds"])
         self.curves = list(payload["curves"])
         self.throughput = dict(payload["throughput"])
         _set_rng_state(payload["rng"])
@@ -118,14 +200,20 @@ class RunContext:
 
 
 def _rng_state() -> dict:
-    """torch, numpy and python random streams, in types `torch.load(weights_only=True)` accepts."""
+    """torch (CPU and, when in use, every CUDA device), numpy and python random streams, in types
+    `torch.load(weights_only=True)` accepts."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     random.setstate((3, tuple(state["python"]), None))
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))

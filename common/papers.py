@@ -3,13 +3,22 @@
 A paper is *implemented* when `reproductions/<name>/runner.py` exists. That module defines:
 
     CONFIG: dict         every hyper-parameter, at the paper's own values (the `paper` tier);
-                         the only keys `--set` accepts, each typed by its value here
-    TIERS: dict          {"smoke": {...}, "cpu": {...}, "paper": {...}}: overrides of CONFIG
-    SEEDS: dict          default number of seeds per tier, e.g. {"smoke": 1, "cpu": 3, "paper": 3}
+                         the only keys `--set` accepts, each typed by its value here. Lists and
+                         nested sections are real values (`--set widths=64,32`, `--set sac.lr=1e-3`)
+    TIERS: dict          {"smoke": {...}, "cpu": {...}}: overrides of CONFIG per tier ("paper"
+                         defaults to {}: the paper's own values)
     FEW_STEPS: dict      overrides that cut any tier to a couple of steps (used by the tests)
     LIBRARIES: tuple     distributions whose versions go into the run record, beyond python/torch/numpy
     DATASETS: tuple      data-layer names the runner reads (tests skip with a reason if missing)
     run(cfg, ctx) -> dict[str, float]   one seed; returns the final metrics
+
+and may define
+
+    SEEDS: dict          seeds per tier (default `DEFAULT_SEEDS`: 1 at smoke, 3 at cpu and paper)
+    POINTS: dict         {tier: [Point, ...]}: the named configurations of a tier's experiment
+                         (`common.experiments.grid`); each (point, seed) is its own run and record
+    validate(cfg)        raises `UsageError` for a value out of range or of the wrong kind; called on
+                         the resolved config before anything loads, trains or is written
 
 and optionally `figures.py` with `figures(runs, out_dir) -> list[(caption, png_path)]` for the report.
 """
@@ -23,12 +32,30 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parent.parent
 REPRODUCTIONS = ROOT / "reproductions"
 TIER_NAMES = ("smoke", "cpu", "paper")
+DEFAULT_SEEDS = {"smoke": 1, "cpu": 3, "paper": 3}
+
+
+def _no_checks(cfg: dict) -> None:
+    return None
+
+
+def _fill_defaults(module: ModuleType) -> ModuleType:
+    """The contract's optional parts, filled in once per module so the harness reads them plainly."""
+    tiers = dict(module.TIERS)
+    tiers.setdefault("paper", {})
+    module.TIERS = tiers
+    module.SEEDS = {**DEFAULT_SEEDS, **getattr(module, "SEEDS", {})}
+    module.POINTS = dict(getattr(module, "POINTS", {}))
+    if not hasattr(module, "validate"):
+        module.validate = _no_checks
+    return module
 
 
 @dataclass(frozen=True)
 class Paper:
     name: str
     citation: str
+    module: str | None = None  # import path of the runner; default reproductions.<name>.runner
 
     @property
     def folder(self) -> Path:
@@ -36,10 +63,10 @@ class Paper:
 
     @property
     def implemented(self) -> bool:
-        return (self.folder / "runner.py").exists()
+        return self.module is not None or (self.folder / "runner.py").exists()
 
     def runner(self) -> ModuleType:
-        return importlib.import_module(f"reproductions.{self.name}.runner")
+        return _fill_defaults(importlib.import_module(self.module or f"reproductions.{self.name}.runner"))
 
     def figures_module(self) -> ModuleType | None:
         if not (self.folder / "figures.py").exists():

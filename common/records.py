@@ -21,7 +21,7 @@ from common.papers import ROOT
 
 RECORD_KEYS = ("run_id", "paper", "tier", "seed", "config", "overrides", "config_hash", "metrics",
                "status", "reason", "git", "started_at", "wall_time_s", "hardware", "versions",
-               "throughput")
+               "throughput")  # records from before experiments lack "point", "labels", "artifacts": None/{}
 STATUSES = ("ok", "diverged", "failed")
 
 
@@ -70,12 +70,21 @@ class LoadedRun:
     def seed(self) -> int:
         return self.record["seed"]
 
+    @property
+    def point(self) -> str | None:
+        return self.record.get("point")
+
+    @property
+    def labels(self) -> dict:
+        return self.record.get("labels") or {}
+
     def curves(self) -> pd.DataFrame:
         """The learning curves with a `seed` column added; empty if the run logged none."""
         csv = self.path.with_name(self.path.name.removesuffix(".json") + ".curves.csv")
         if not csv.exists():
             return pd.DataFrame()
-        return pd.read_csv(csv).assign(seed=self.seed)
+        frame = pd.read_csv(csv).assign(seed=self.seed)
+        return frame.assign(point=self.point, **self.labels) if self.point else frame
 
     def arrays(self, name: str) -> dict[str, np.ndarray] | None:
         npz = self.path.with_name(self.path.name.removesuffix(".json") + f".{name}.npz")
@@ -130,10 +139,22 @@ def scan(paper: str, tier: str) -> tuple[list[LoadedRun], list[str]]:
     return runs, errors
 
 
-def judged_runs(runs: list[LoadedRun]) -> list[LoadedRun]:
-    """The runs a claim is judged on: the tier's own preset (no --set overrides), latest per seed."""
-    latest: dict[int, LoadedRun] = {}
+def judged_runs(runs: list[LoadedRun], runner, tier: str) -> tuple[list[LoadedRun], list[LoadedRun]]:
+    """(judged, stale). Judged: the runs a claim is judged on, the latest per (point, seed) of the
+    tier's own configurations (no --set overrides) whose config is the tier's, or its point's, as the
+    runner resolves it today. Stale: runs without overrides whose config is no longer that one."""
+    from common.config import resolve, same_config
+    from common.experiments import tier_points
+    points = {p.name: p for p in tier_points(runner, tier)}
+    current = {name: resolve(runner, tier, {}, point) for name, point in points.items()} or \
+        {None: resolve(runner, tier, {})}
+    latest: dict[tuple, LoadedRun] = {}
+    stale = []
     for run in sorted(runs, key=lambda r: r.record["started_at"]):
-        if not run.record["overrides"]:
-            latest[run.seed] = run
-    return [latest[s] for s in sorted(latest)]
+        if run.record["overrides"]:
+            continue
+        if run.point not in current or not same_config(runner, run.record["config"], current[run.point]):
+            stale.append(run)
+            continue
+        latest[(run.point or "", run.seed)] = run
+    return [latest[k] for k in sorted(latest)], stale

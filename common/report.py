@@ -123,8 +123,7 @@ def _claims_table(verdicts: list[Verdict], tier: str) -> pd.DataFrame:
 def _runtime_table(paper: Paper) -> pd.DataFrame:
     rows = []
     for tier in TIER_NAMES:
-        runs, _ = scan(paper.name, tier)
-        runs = judged_runs(runs)
+        runs, _ = judged_runs(scan(paper.name, tier)[0], paper.runner(), tier)
         if not runs:
             continue
         wall = summarize([r.record["wall_time_s"] for r in runs])
@@ -148,11 +147,11 @@ def _runtime_table(paper: Paper) -> pd.DataFrame:
 
 def _figures(paper: Paper, out: Path, doc: Doc) -> None:
     module = paper.figures_module()
-    tiers = [t for t in ("paper", "cpu", "smoke") if judged_runs(scan(paper.name, t)[0])]
+    tiers = [t for t in ("paper", "cpu", "smoke") if judged_runs(scan(paper.name, t)[0], paper.runner(), t)[0]]
     if module is None or not tiers:
         return
     tier = tiers[0]
-    runs = [r for r in judged_runs(scan(paper.name, tier)[0]) if r.record["status"] == "ok"]
+    runs = [r for r in judged_runs(scan(paper.name, tier)[0], paper.runner(), tier)[0] if r.record["status"] == "ok"]
     if not runs:
         return
     fig_dir = out / "figures" / paper.name

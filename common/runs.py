@@ -1,4 +1,4 @@
-"""Running one seed of one paper at one tier, and writing its run record."""
+"""Running one seed of one paper at one tier (and one experiment point), and writing its run record."""
 from __future__ import annotations
 
 import datetime as dt
@@ -16,8 +16,10 @@ import uuid
 import numpy as np
 import torch
 
+from common import artifacts
 from common import config as configs
 from common.context import Diverged, RunContext
+from common.experiments import Point, get_point
 from common.data import REGISTRY, DatasetError, dataset_file
 from common.papers import ROOT, UsageError, get_paper
 from common.records import results_dir, write_run
@@ -69,11 +71,27 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _nvidia_driver() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
 def hardware(device: torch.device) -> dict:
+    """What ran where: the device the models and batches were put on, and the machine around it."""
     info = {"device": device.type, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
     if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        info.update(gpu=torch.cuda.get_device_name(index), gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    gpu_count=torch.cuda.device_count(), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(), driver=_nvidia_driver())
+    elif device.type == "mps":
+        info["gpu"] = "Apple MPS"
     return info
 
 
@@ -107,16 +125,72 @@ def _start_wandb(paper: str, run_id: str, cfg: dict):
                       dir=str(ROOT / ".cache"), reinit=True)
 
 
-def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None, device: str = "auto",
-            resume: bool = False, use_wandb: bool = False, threads: int | None = None,
-            quiet: bool = False) -> dict:
-    """Run one seed and write its record; returns the record. Bad input raises UsageError first."""
+def prepare(paper_name: str, tier: str, overrides: dict | None = None, point: str | None = None):
+    """(runner, point, resolved config) after every check of the user's input: paper, tier, point,
+    keys, types and the runner's own `validate`. Raises UsageError before anything runs."""
     paper = get_paper(paper_name)
     if not paper.implemented:
         raise UsageError(f"paper {paper_name!r} is planned, not implemented yet")
     runner = paper.runner()
+    configs.check_tier(tier)
+    chosen = get_point(runner, tier, point)
+    cfg = configs.resolve(runner, tier, dict(overrides or {}), chosen)
+    configs.validate(runner, cfg)
+    return runner, chosen, cfg
+
+
+def _artifact_hooks(ctx: RunContext, paper: str, tier: str, point: Point | None, cfg: dict, seed: int,
+                    overrides: dict, run_id: str, device: str, threads: int | None):
+    """publish() stores under this run's address; require() finds (or has the producer build) the
+    artifact a point's `requires` names."""
+    def publish(name, value):
+        meta = artifacts.store(paper, name, artifacts.address(paper, name, cfg, seed), value,
+                               {"paper": paper, "tier": tier, "point": ctx.point, "seed": seed,
+                                "config_hash": configs.config_hash(cfg), "run_id": run_id})
+        return {k: meta[k] for k in ("address", "sha256", "kind")}
+
+    def provide(name):
+        needs = (point.requires if point else {}).get(name)
+        if needs is None:
+            raise RuntimeError(f"require({name!r}): point {ctx.point!r} does not list it in its requires")
+        producer_seed = seed if needs.seed is None else needs.seed
+        _, producer, producer_cfg = prepare(paper, tier, overrides, needs.point)
+        addr = artifacts.address(paper, name, producer_cfg, producer_seed)
+        if artifacts.lookup(paper, name, addr) is None:  # missing or corrupt: its producer rebuilds it
+            with _isolated_random_streams():
+                record = run_one(paper, tier, producer_seed, overrides, device=device, resume=True,
+                                 threads=threads, quiet=True, point=needs.point)
+            if record["status"] != "ok" or artifacts.lookup(paper, name, addr) is None:
+                raise RuntimeError(f"artifact {name!r}: producer {needs.point}/s{producer_seed} "
+                                   f"ended {record['status']} without publishing it ({record['reason']})")
+        meta = artifacts.lookup(paper, name, addr)
+        value = artifacts.load(paper, name, addr, ctx.device)
+        return value, {"address": addr, "sha256": meta["sha256"], "point": needs.point,
+                       "seed": producer_seed, "run_id": meta.get("run_id")}
+
+    ctx.publisher, ctx.provider = publish, provide
+
+
+class _isolated_random_streams:
+    """A producer run inside a consumer must not move the consumer's random streams."""
+
+    def __enter__(self):
+        from common.context import _rng_state
+        self.state = _rng_state()
+
+    def __exit__(self, *exc):
+        from common.context import _set_rng_state
+        _set_rng_state(self.state)
+        return False
+
+
+def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None, device: str = "auto",
+            resume: bool = False, use_wandb: bool = False, threads: int | None = None,
+            quiet: bool = False, point: str | None = None) -> dict:
+    """Run one seed (of one point, if the tier has points) and write its record; returns the record.
+    Bad input raises UsageError before anything runs or is written."""
     overrides = dict(overrides or {})
-    cfg = configs.resolve(runner, tier, overrides)
+    runner, chosen, cfg = prepare(paper_name, tier, overrides, point)
     torch_device = pick_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -130,7 +204,8 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
     ckpt = checkpoint_dir(paper_name, tier, seed, chash)
     ctx = RunContext(paper=paper_name, tier=tier, seed=seed, device=torch_device, checkpoint_dir=ckpt,
                      artifact_prefix=results_dir() / paper_name / tier / run_id, resume=resume,
-                     show_progress=not quiet)
+                     show_progress=not quiet, point=chosen.name if chosen else None)
+    _artifact_hooks(ctx, paper_name, tier, chosen, cfg, seed, overrides, run_id, device, threads)
     if use_wandb:
         ctx.wandb_run = _start_wandb(paper_name, run_id, cfg)
 
@@ -138,7 +213,7 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
     status, reason, metrics = "ok", None, {}
     clock = time.perf_counter()
     try:
-        returned = runner.run(dict(cfg), ctx)
+        returned = runner.run(configs.merge(cfg, {}), ctx)
         for name, value in returned.items():
             metrics[name] = float(value)
             if not np.isfinite(metrics[name]):
@@ -157,11 +232,13 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
 
     record = {
         "run_id": run_id, "paper": paper_name, "tier": tier, "seed": seed,
+        "point": chosen.name if chosen else None, "labels": dict(chosen.labels) if chosen else {},
         "config": cfg, "overrides": overrides, "config_hash": chash,
         "metrics": metrics, "status": status, "reason": reason,
         "git": code, "started_at": started.isoformat(timespec="seconds"),
-        "wall_time_s": round(wall, 3), "hardware": hardware(torch_device),
+        "wall_time_s": round(wall, 3), "stage_seconds": ctx.stage_seconds, "hardware": hardware(torch_device),
         "versions": versions(tuple(runner.LIBRARIES)), "throughput": ctx.throughput,
+        "artifacts": ctx.artifacts,
     }
     write_run(record, ctx.curves, ctx.arrays if status == "ok" else {})
     if status == "ok":

@@ -37,14 +37,22 @@ def implemented_names() -> list[str]:
 
 def write_record(results: Path, paper: str, tier: str, seed: int, metrics: dict, status: str = "ok",
                  overrides: dict | None = None, started_at: str = "2026-01-01T00:00:00+00:00",
-                 reason: str | None = None) -> Path:
-    """A syntactically complete run record, for tests of the checker and the report."""
-    record = {"run_id": f"t-s{seed}-{started_at[:19]}", "paper": paper, "tier": tier, "seed": seed,
-              "config": {}, "overrides": overrides or {}, "config_hash": "x", "metrics": metrics,
+                 reason: str | None = None, config: dict | None = None, point=None) -> Path:
+    """A syntactically complete run record, for tests of the checker and the report. Its config is by
+    default the toy runner's at `tier` (and `point`, an experiments.Point), so it is judged as current."""
+    from common.config import config_hash, resolve
+    from common.papers import _fill_defaults
+    from tests import toy_runner
+    if config is None:
+        config = resolve(_fill_defaults(toy_runner), tier, overrides or {}, point)
+    record = {"run_id": f"t-s{seed}-{started_at[:19]}{'-' + point.name if point else ''}", "paper": paper,
+              "tier": tier, "seed": seed, "point": point.name if point else None,
+              "labels": dict(point.labels) if point else {},
+              "config": config, "overrides": overrides or {}, "config_hash": config_hash(config), "metrics": metrics,
               "status": status, "reason": reason, "git": {"commit": "0" * 40, "dirty": False},
               "started_at": started_at, "wall_time_s": 1.0, "hardware": {"device": "cpu", "cpu": "test"},
               "versions": {"python": "3"}, "throughput": {}}
-    path = results / paper / tier / f"{record['run_id'].replace(':', '')}.json"
+    path = results / paper / tier / f"{record['run_id'].replace(':', '').replace(',', '_')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return path

@@ -4,6 +4,8 @@ import pytest
 
 from common.checks import ExpectedError, judge, load_expected, parse_check
 from common.records import judged_runs, scan
+from common.papers import _fill_defaults
+from tests import toy_runner
 from tests.conftest import write_record
 
 
@@ -94,7 +96,7 @@ def _claim(tmp_path, text=GOOD):
 def _runs(results_dir, paper="toy", tier="cpu"):
     runs, errors = scan(paper, tier)
     assert not errors
-    return judged_runs(runs)
+    return judged_runs(runs, _fill_defaults(toy_runner), tier)[0]
 
 
 def test_judged_on_the_mean_across_seeds(tmp_path, results_dir):

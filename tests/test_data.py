@@ -88,9 +88,7 @@ def test_a_bad_dataset_stops_a_run_before_anything_is_written(registry, results_
     from common.papers import PAPERS, Paper
     from tests import toy_runner
     _put(registry, "shared", "raw.bin", b"garbage")
-    monkeypatch.setitem(PAPERS, "toy", Paper("toy", "Toy"))
-    monkeypatch.setattr(Paper, "implemented", property(lambda self: True))
-    monkeypatch.setattr(Paper, "runner", lambda self: toy_runner)
+    monkeypatch.setitem(PAPERS, "toy", Paper("toy", "Toy", module="tests.toy_runner"))
     monkeypatch.setattr(toy_runner, "DATASETS", ("toyset",))
     monkeypatch.setitem(data.REGISTRY, "toyset", {"raw.bin": data.REGISTRY["toyset"]["raw.bin"]})
     assert main(["run", "toy", "--seed", "0"]) == 2

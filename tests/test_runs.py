@@ -13,12 +13,8 @@ from tests import toy_runner
 def toy(monkeypatch, results_dir, tmp_path):
     """Register the toy runner as paper 'toy' (and a folder-less paper 'ghost', always planned),
     with checkpoints under tmp_path."""
-    monkeypatch.setitem(PAPERS, "toy", Paper("toy", "Toy 2026"))
+    monkeypatch.setitem(PAPERS, "toy", Paper("toy", "Toy 2026", module="tests.toy_runner"))
     monkeypatch.setitem(PAPERS, "ghost", Paper("ghost", "Ghost 2026"))
-    original_runner, original_implemented = Paper.runner, Paper.implemented
-    monkeypatch.setattr(Paper, "runner", lambda self: toy_runner if self.name == "toy" else original_runner(self))
-    monkeypatch.setattr(Paper, "implemented", property(
-        lambda self: self.name == "toy" or original_implemented.fget(self)))
     monkeypatch.setattr("common.runs.checkpoint_dir", lambda *a: tmp_path / "ckpt" / "-".join(map(str, a)))
     return results_dir
 
