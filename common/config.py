@@ -142,9 +142,14 @@ def _read_as(stored, like):
     return stored
 
 
+def read_config(runner: ModuleType, stored: dict) -> dict:
+    """A record's stored config with each value read as the runner's CONFIG types it today."""
+    return _read_as(stored, runner.CONFIG)
+
+
 def same_config(runner: ModuleType, stored: dict, current: dict) -> bool:
     """Whether a record's config is the config `current` (the tier's or point's, resolved now)."""
-    return _as_json(_read_as(stored, runner.CONFIG)) == _as_json(current)
+    return _as_json(read_config(runner, stored)) == _as_json(current)
 
 
 # -- checks a runner's validate() uses ---------------------------------------------------------------

@@ -71,6 +71,14 @@ class LoadedRun:
         return self.record["seed"]
 
     @property
+    def config(self) -> dict:
+        """The run's config read under its paper's current CONFIG types (a list key stored by an
+        older run as "3,10" reads as [3, 10]); figures use this, never their own parsing."""
+        from common.config import read_config
+        from common.papers import get_paper
+        return read_config(get_paper(self.record["paper"]).runner(), self.record["config"])
+
+    @property
     def point(self) -> str | None:
         return self.record.get("point")
 

@@ -56,3 +56,25 @@ def write_record(results: Path, paper: str, tier: str, seed: int, metrics: dict,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return path
+
+
+def assert_usage_error(paper: str, *sets: str, tmp_path: Path, monkeypatch, capsys) -> str:
+    """`repro run <paper> --tier smoke --set ...` must exit 2 with one line on stderr, no traceback,
+    and write nothing: no record under results/, no checkpoint. Returns the line."""
+    from common.cli import main
+    results = tmp_path / "usage-results"
+    checkpoints = tmp_path / "usage-checkpoints"
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(results))
+    monkeypatch.setattr("common.runs.checkpoint_dir", lambda *a: checkpoints / "-".join(map(str, a)))
+    argv = ["run", paper, "--tier", "smoke", "--seed", "0", "--quiet"]
+    for item in sets:
+        argv += ["--set", item]
+    capsys.readouterr()
+    code = main(argv)
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert code == 2, f"exit code {code}, stderr: {out.err[-2000:]}"
+    assert len(lines) == 1 and "Traceback" not in out.err, out.err[-2000:]
+    assert not results.exists() or not any(results.rglob("*")), "a record was written"
+    assert not checkpoints.exists(), "a checkpoint was written"
+    return lines[0]
