@@ -6,17 +6,24 @@ or a band ``{band: <expr>, value: <number>, tol: <number>}``. The expression is 
 aggregated across seeds by the claim's ``stat`` (mean by default, or max/min for "never" claims);
 the aggregate is what is judged. Expressions are parsed with `ast` and walked by hand: nothing is
 evaluated as code.
+
+In a tier with experiment points, a metric is named with its point: `probe_acc@labels=1000` or
+`return@algo=bear,dataset=random` (the labels must pick out one point). A relation between points is
+evaluated seed by seed on the seeds both points ran (they must have run the same seeds), so the
+statistic is paired.
 """
 from __future__ import annotations
 
 import ast
 import operator
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from common.papers import TIER_NAMES, Paper
+from common.experiments import Point, select_point, tier_points
+from common.papers import TIER_NAMES, Paper, UsageError
 from common.records import LoadedRun, judged_runs, scan
 from common.stats import AGGREGATES, Summary, summarize
 
@@ -34,6 +41,20 @@ class ExpectedError(ValueError):
 
 
 # -- expressions --------------------------------------------------------------------------------
+_POINT_REF = re.compile(r"\b([A-Za-z_]\w*)@([A-Za-z_][\w.-]*=[\w.+-]+(?:,[A-Za-z_][\w.-]*=[\w.+-]+)*)")
+
+
+def _split_point_refs(text: str) -> tuple[str, dict[str, tuple[str, dict]]]:
+    """`"a@x=1 - a@x=2 > 0"` -> `("a__at0 - a__at1 > 0", {"a__at0": ("a", {"x": "1"}), ...})`."""
+    refs: dict[str, tuple[str, dict]] = {}
+
+    def name(match):
+        ident = f"{match.group(1)}__at{len(refs)}"
+        refs[ident] = (match.group(1), dict(kv.split("=", 1) for kv in match.group(2).split(",")))
+        return ident
+    return _POINT_REF.sub(name, text), refs
+
+
 def _names(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
@@ -67,10 +88,12 @@ class Check:
     op: str | None  # comparison operator, or None for a band
     threshold: float  # right-hand side of a comparison, or the band's centre
     tol: float = 0.0
+    refs: dict = field(default_factory=dict)  # identifier -> (metric, point labels) for metric@point
 
     @property
     def names(self) -> set[str]:
-        return _names(self.lhs)
+        """The metric names the check reads (a point's metric counted by its metric name)."""
+        return {self.refs[n][0] if n in self.refs else n for n in _names(self.lhs)}
 
     def passes(self, value: float) -> bool:
         if self.op is None:
@@ -87,16 +110,21 @@ def parse_check(spec) -> Check:
         unknown = set(spec) - {"band", "value", "tol"}
         if unknown or not {"band", "value", "tol"} <= set(spec):
             raise ValueError("a band needs exactly the keys band, value and tol")
-        lhs = ast.parse(str(spec["band"]), mode="eval").body
+        text, refs = _split_point_refs(str(spec["band"]))
+        try:
+            lhs = ast.parse(text, mode="eval").body
+        except SyntaxError:
+            raise ValueError(f"{spec['band']!r} does not parse") from None
         _validate_expr(lhs)
         value, tol = spec["value"], spec["tol"]
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (value, tol)) or tol < 0:
             raise ValueError("a band's value and tol must be numbers, tol >= 0")
-        return Check(f"{ast.unparse(lhs)} = {value} ± {tol}", lhs, None, float(value), float(tol))
+        return Check(f"{spec['band']} = {value} ± {tol}", lhs, None, float(value), float(tol), refs)
     if not isinstance(spec, str):
         raise ValueError("a check is a string like 'a - b >= 10' or a band {band, value, tol}")
+    text, refs = _split_point_refs(spec)
     try:
-        tree = ast.parse(spec, mode="eval").body
+        tree = ast.parse(text, mode="eval").body
     except SyntaxError:
         raise ValueError(f"{spec!r} does not parse") from None
     if not (isinstance(tree, ast.Compare) and len(tree.ops) == 1 and type(tree.ops[0]) in _COMPARE):
@@ -106,8 +134,8 @@ def parse_check(spec) -> Check:
     _validate_expr(right)
     op = _COMPARE[type(tree.ops[0])][0]
     if _names(right):  # a relation between metrics: judge (left - right) against 0
-        return Check(spec, ast.BinOp(left, ast.Sub(), right), op, 0.0)
-    return Check(spec, left, op, _evaluate(right, {}))
+        return Check(spec, ast.BinOp(left, ast.Sub(), right), op, 0.0, refs=refs)
+    return Check(spec, left, op, _evaluate(right, {}), refs=refs)
 
 
 # -- expected.yaml ------------------------------------------------------------------------------
@@ -220,23 +248,55 @@ class Verdict:
         return self.status == self.expected
 
 
-def judge(claim: Claim, tier: str, runs: list[LoadedRun], paper: str) -> Verdict:
-    """One claim at one tier, from the latest run per seed of the tier's own preset."""
+def _bind_points(check: Check, points: list[Point], where: str) -> dict[str, Point | None]:
+    """Which point each identifier of the check reads: its @labels' point; a bare metric reads the
+    tier's only point (or the tier itself when it has none)."""
+    bound: dict[str, Point | None] = {}
+    for ident in _names(check.lhs):
+        if ident in check.refs:
+            if not points:
+                raise ExpectedError(f"{where}: {check.refs[ident][0]}@... names a point, but the tier has none")
+            try:
+                bound[ident] = select_point(points, check.refs[ident][1], where)
+            except UsageError as err:
+                raise ExpectedError(str(err)) from None
+        elif len(points) > 1:
+            raise ExpectedError(f"{where}: metric {ident!r} needs its point, e.g. {ident}@"
+                                f"{points[0].name}; points: {', '.join(p.name for p in points)}")
+        else:
+            bound[ident] = points[0] if points else None
+    return bound
+
+
+def judge(claim: Claim, tier: str, runs: list[LoadedRun], paper: str, points: list[Point] | None = None) -> Verdict:
+    """One claim at one tier, from the latest run per (point, seed) of the tier's own configurations."""
     check = claim.checks[tier]
-    failed = [r for r in runs if r.record["status"] != "ok"]
+    bound = _bind_points(check, points or [], f"claim {claim.id!r} at tier {tier}")
+    used = {p.name if p else None for p in bound.values()}
+    by_point = {name: {r.seed: r for r in runs if r.point == name} for name in used}
+    failed = [r for name in used for r in by_point[name].values() if r.record["status"] != "ok"]
     if failed:
-        notes = "; ".join(f"seed {r.seed} {r.record['status']}: {r.record['reason']}" for r in failed)
+        notes = "; ".join(f"{'' if r.point is None else r.point + ' '}seed {r.seed} {r.record['status']}: "
+                          f"{r.record['reason']}" for r in failed)
         return Verdict(paper, tier, claim, "not_reproduced", note=notes)
-    if len(runs) < MIN_SEEDS[tier]:
+    seed_sets = {name: sorted(seeds) for name, seeds in by_point.items()}
+    if len({tuple(s) for s in seed_sets.values()}) > 1:
+        detail = "; ".join(f"{name}: seeds {seeds}" for name, seeds in seed_sets.items())
+        return Verdict(paper, tier, claim, "not_run", note=f"a relation between points needs the same seeds ({detail})")
+    seeds = next(iter(seed_sets.values()))
+    if len(seeds) < MIN_SEEDS[tier]:
         return Verdict(paper, tier, claim, "not_run",
-                       note=f"needs {MIN_SEEDS[tier]} seed(s) at tier {tier}, found {len(runs)}")
+                       note=f"needs {MIN_SEEDS[tier]} seed(s) at tier {tier}, found {len(seeds)}")
     values = []
-    for run in runs:
-        missing = check.names - set(run.record["metrics"])
-        if missing:
-            raise ExpectedError(f"{run.path}: lacks metric(s) {', '.join(sorted(missing))} "
-                                f"that claim {claim.id!r} needs")
-        values.append(_evaluate(check.lhs, run.record["metrics"]))
+    for seed in seeds:
+        env = {}
+        for ident, point in bound.items():
+            run = by_point[point.name if point else None][seed]
+            metric = check.refs[ident][0] if ident in check.refs else ident
+            if metric not in run.record["metrics"]:
+                raise ExpectedError(f"{run.path}: lacks metric(s) {metric} that claim {claim.id!r} needs")
+            env[ident] = run.record["metrics"][metric]
+        values.append(_evaluate(check.lhs, env))
     summary = summarize(values, claim.stat)
     status = "reproduced" if check.passes(summary.value) else "not_reproduced"
     return Verdict(paper, tier, claim, status, summary)
@@ -246,25 +306,36 @@ def expected_path(paper: Paper) -> Path:
     return paper.folder / "expected.yaml"
 
 
-def check_paper(paper: Paper, tier: str) -> tuple[list[Verdict], list[str]]:
-    """Verdicts for every claim with a check at `tier`, and the malformed files met on the way."""
+@dataclass
+class PaperCheck:
+    """Everything `repro check` and the report learn about one paper at one tier."""
+    verdicts: list[Verdict]
+    errors: list[str]            # malformed records or expected.yaml
+    stale: list[LoadedRun]       # records whose config is no longer the tier's: listed, never judged
+
+
+def check_paper(paper: Paper, tier: str) -> PaperCheck:
+    """Verdicts for every claim with a check at `tier`, the malformed files met on the way, and the
+    stale records left out."""
     runs, errors = scan(paper.name, tier)
     try:
         expected = load_expected(expected_path(paper))
     except ExpectedError as err:
-        return [], errors + [str(err)]
-    runs, _ = judged_runs(runs, paper.runner(), tier)
+        return PaperCheck([], errors + [str(err)], [])
+    runner = paper.runner()
+    runs, stale = judged_runs(runs, runner, tier)
+    points = tier_points(runner, tier)
     verdicts = []
     for claim in expected.claims:
         if tier not in claim.checks:
             continue
         try:
-            verdict = judge(claim, tier, runs, paper.name)
+            verdict = judge(claim, tier, runs, paper.name, points)
         except ExpectedError as err:
             errors.append(str(err))
             continue
         verdicts.append(verdict)
-    return verdicts, errors
+    return PaperCheck(verdicts, errors, stale)
 
 
 def mismatch(verdict: Verdict) -> str:

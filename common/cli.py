@@ -39,22 +39,30 @@ def cmd_list(args) -> int:
 
 def cmd_run(args) -> int:
     from common import config as configs
-    from common.runs import run_one
+    from common.experiments import get_point, tier_points
+    from common.runs import prepare, run_one
     paper = get_paper(args.paper)
     if not paper.implemented:
         raise UsageError(f"paper {args.paper!r} is planned, not implemented yet")
     runner = paper.runner()
     configs.check_tier(args.tier)
     overrides = configs.parse_sets(runner, args.set)
+    points = [get_point(runner, args.tier, args.point)] if args.point else tier_points(runner, args.tier) or [None]
+    seeds = _seeds(args, runner)
+    for point in points:  # every run's input is checked before the first one starts
+        prepare(args.paper, args.tier, overrides, point and point.name)
     failed = 0
-    for seed in _seeds(args, runner):
-        record = run_one(args.paper, args.tier, seed, overrides, device=args.device, resume=args.resume,
-                         use_wandb=args.wandb, threads=args.threads, quiet=args.quiet)
-        line = f"{args.paper}/{args.tier}/s{seed}: {record['status']} in {record['wall_time_s']:.1f}s"
-        if record["reason"]:
-            line += f" ({record['reason']})"
-        print(line)
-        failed += record["status"] == "failed"
+    for point in points:
+        for seed in seeds:
+            record = run_one(args.paper, args.tier, seed, overrides, device=args.device, resume=args.resume,
+                             use_wandb=args.wandb, threads=args.threads, quiet=args.quiet,
+                             point=point and point.name)
+            where = f"{args.paper}/{args.tier}" + (f"/{point.name}" if point else "")
+            line = f"{where}/s{seed}: {record['status']} in {record['wall_time_s']:.1f}s"
+            if record["reason"]:
+                line += f" ({record['reason']})"
+            print(line)
+            failed += record["status"] == "failed"
     return 1 if failed else 0
 
 
@@ -64,14 +72,18 @@ def cmd_check(args) -> int:
     from common.papers import implemented_papers
     check_tier(args.tier)
     papers = [get_paper(n) for n in args.papers] if args.papers else implemented_papers()
-    problems = []
+    problems, notes = [], []
     rows = []
     for paper in papers:
         if not paper.implemented:
             problems.append(f"{paper.name}: planned, not implemented yet: nothing to check")
             continue
-        verdicts, errors = check_paper(paper, args.tier)
-        problems += errors + [mismatch(v) for v in verdicts if not v.matches]
+        result = check_paper(paper, args.tier)
+        verdicts = result.verdicts
+        problems += result.errors + [mismatch(v) for v in verdicts if not v.matches]
+        if result.stale:
+            notes.append(f"{paper.name}/{args.tier}: {len(result.stale)} stale record(s) not judged (their config "
+                         f"is not the tier's current one): {', '.join(r.path.name for r in result.stale)}")
         for v in verdicts:
             ours = v.summary.format() if v.summary else v.note
             flag = "ok" if v.matches else "MISMATCH"
@@ -81,6 +93,8 @@ def cmd_check(args) -> int:
         widths = [max(len(str(r[i])) for r in rows + [_HEADER]) for i in range(len(_HEADER))]
         for row in [_HEADER] + rows:
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not rows and not problems:
@@ -100,8 +114,10 @@ def cmd_report(args) -> int:
 
 def cmd_sweep(args) -> int:
     from common.sweep import plan, run_sweep
-    seeds = [args.seed] if args.seed is not None else list(range(args.seeds))
-    jobs = plan(args.papers, args.tier, seeds, args.set, args.grid)
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds}: must be at least 1")
+    seeds = [args.seed] if args.seed is not None else None if args.seeds is None else list(range(args.seeds))
+    jobs = plan(args.papers, args.tier, seeds, args.set, args.grid, args.point)
     counts = run_sweep(jobs, workers=args.workers, launcher=args.launcher, device=args.device,
                        threads=args.threads)
     print(f"sweep: {counts['done']} run, {counts['skipped']} already in results, {counts['failed']} failed")
@@ -120,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, help="run seeds 0..N-1 (default: the tier's seed count)")
     seeds.add_argument("--seed", type=int, help="run this one seed")
+    run.add_argument("--point", help="one point of the tier's experiment (default: every point)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyper-parameter")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint of a killed run")
@@ -139,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("papers", nargs="+")
     sweep.add_argument("--tier", default="cpu")
     sweep_seeds = sweep.add_mutually_exclusive_group()
-    sweep_seeds.add_argument("--seeds", type=int, default=3)
+    sweep_seeds.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the tier's seed count)")
     sweep_seeds.add_argument("--seed", type=int)
+    sweep.add_argument("--point", action="append", metavar="NAME", help="only these points (repeatable)")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                        help="sweep a hyper-parameter over values")

@@ -25,6 +25,7 @@ and optionally `figures.py` with `figures(runs, out_dir) -> list[(caption, png_p
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -95,10 +96,24 @@ class UsageError(ValueError):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
+def _extra_papers() -> dict[str, Paper]:
+    """Papers outside reproductions/, from `REPRO_EXTRA_PAPERS="name=package.module,..."` (a runner
+    module importable from the working directory; the test suite's toy papers use it, so that the
+    processes a sweep starts know them too)."""
+    extra = {}
+    for item in filter(None, os.environ.get("REPRO_EXTRA_PAPERS", "").split(",")):
+        name, sep, module = item.partition("=")
+        if not sep or not module:
+            raise UsageError(f"REPRO_EXTRA_PAPERS: {item!r} is not name=package.module")
+        extra[name] = Paper(name, f"{name} (extra paper from {module})", module=module)
+    return extra
+
+
 def get_paper(name: str) -> Paper:
-    if name not in PAPERS:
-        raise UsageError(f"unknown paper {name!r}; valid papers: {', '.join(PAPERS)}")
-    return PAPERS[name]
+    papers = {**PAPERS, **_extra_papers()}
+    if name not in papers:
+        raise UsageError(f"unknown paper {name!r}; valid papers: {', '.join(papers)}")
+    return papers[name]
 
 
 def implemented_papers() -> list[Paper]:

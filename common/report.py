@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.checks import MIN_SEEDS, ExpectedError, Verdict, check_paper, expected_path, load_expected
+from common.experiments import tier_points
 from common.papers import PAPERS, ROOT, TIER_NAMES, Paper
 from common.records import judged_runs, scan
 from common.runs import git_state
@@ -145,9 +146,35 @@ def _runtime_table(paper: Paper) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _experiment_table(paper: Paper, tier: str) -> pd.DataFrame:
+    """Rows = the tier's points (in the runner's order), columns = their labels, seeds and metrics."""
+    runner = paper.runner()
+    points = tier_points(runner, tier)
+    if not points:
+        return pd.DataFrame()
+    runs, _ = judged_runs(scan(paper.name, tier)[0], runner, tier)
+    rows = []
+    for point in points:
+        mine = [r for r in runs if r.point == point.name]
+        if not mine:
+            continue
+        row = {**{k: str(v) for k, v in point.labels.items()}, "seeds": f"{len(mine)}"}
+        bad = [r for r in mine if r.record["status"] != "ok"]
+        if bad:
+            row["seeds"] += f" ({len(bad)} " + ", ".join(sorted({r.record['status'] for r in bad})) + ")"
+        ok = [r for r in mine if r.record["status"] == "ok"]
+        names = sorted(set().union(*(r.record["metrics"] for r in ok))) if ok else []
+        for name in names:
+            values = [r.record["metrics"][name] for r in ok if name in r.record["metrics"]]
+            row[name] = summarize(values).format(digits=3)
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("—")
+
+
 def _figures(paper: Paper, out: Path, doc: Doc) -> None:
     module = paper.figures_module()
     tiers = [t for t in ("paper", "cpu", "smoke") if judged_runs(scan(paper.name, t)[0], paper.runner(), t)[0]]
+    # every point's runs go to figures(); a figure groups them by run.point / run.labels
     if module is None or not tiers:
         return
     tier = tiers[0]
@@ -180,7 +207,7 @@ def build_report(out: Path | None = None) -> Path:
              "where a claim says \"never\"), shown with its 95% bootstrap CI; cpu-tier claims need "
              f"{MIN_SEEDS['cpu']} seeds.")
 
-    matrix, sections, unreadable = [], [], []
+    matrix, sections, unreadable, stale = [], [], [], []
     for paper in PAPERS.values():
         if not paper.implemented:
             matrix.append({"paper": paper.name, "claim": "—", **{f"{t} tier": STATUS_LABEL["planned"] for t in TIER_NAMES}})
@@ -196,9 +223,10 @@ def build_report(out: Path | None = None) -> Path:
             continue
         per_tier = {}
         for tier in TIER_NAMES:
-            verdicts, errors = check_paper(paper, tier)
-            unreadable += [e for e in errors if e not in unreadable]
-            per_tier[tier] = {v.claim.id: v for v in verdicts}
+            result = check_paper(paper, tier)
+            unreadable += [e for e in result.errors if e not in unreadable]
+            per_tier[tier] = {v.claim.id: v for v in result.verdicts}
+            stale += [(paper.name, tier, r) for r in result.stale]
         for claim in expected.claims:
             row = {"paper": paper.name, "claim": claim.id}
             for tier in TIER_NAMES:
@@ -213,6 +241,12 @@ def build_report(out: Path | None = None) -> Path:
     if unreadable:
         doc.heading(2, "Unreadable results or expectations")
         doc.para("\n".join(f"- {e}" for e in unreadable))
+    if stale:
+        doc.heading(2, "Stale records (not judged)")
+        doc.para("These records' config is no longer the tier's (or its point's) as the runner resolves it "
+                 "today, so no claim is judged on them. Re-run the tier to replace them.")
+        doc.table(pd.DataFrame([{"paper": p, "tier": t, "record": r.path.name, "seed": r.seed,
+                                 "point": r.point or "—", "started": r.record["started_at"]} for p, t, r in stale]))
 
     for paper, expected, per_tier in sections:
         doc.heading(2, paper.name, anchor=paper.name)
@@ -224,6 +258,13 @@ def build_report(out: Path | None = None) -> Path:
                 continue
             doc.heading(3, f"Claims at tier {tier}")
             doc.table(_claims_table(verdicts, tier))
+        for tier in TIER_NAMES:
+            experiment = _experiment_table(paper, tier)
+            if not experiment.empty:
+                doc.heading(3, f"Experiment at tier {tier}")
+                doc.para("One row per point; each metric as the mean over seeds with its interval "
+                         "(the method and n as in the claim tables).")
+                doc.table(experiment)
         _figures(paper, staging, doc)
         runtime = _runtime_table(paper)
         doc.heading(3, "Runtime and hardware")

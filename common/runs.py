@@ -112,7 +112,7 @@ def seed_everything(seed: int) -> None:
 
 
 def checkpoint_dir(paper: str, tier: str, seed: int, chash: str):
-    return ROOT / ".cache" / "checkpoints" / paper / tier / f"s{seed}-{chash}"
+    return artifacts.cache_root() / "checkpoints" / paper / tier / f"s{seed}-{chash}"
 
 
 def _start_wandb(paper: str, run_id: str, cfg: dict):

@@ -1,7 +1,10 @@
-"""`repro sweep`: fan out paper x seed x config, locally in a process pool or on Slurm via submitit.
+"""`repro sweep`: fan out paper x point x seed (x --grid values), locally in a process pool or on
+Slurm via submitit.
 
-Runs whose record already exists (same paper, tier, seed and resolved config, status ok) are skipped,
-so an interrupted sweep resumes where it stopped.
+Jobs run in waves: the points that produce artifacts before the points that consume them (and a
+consumer's producer run is added to the sweep when it is not already in it). Runs whose record
+already exists (same paper, tier, point, seed and resolved config, status ok) are skipped, and every
+job runs with --resume, so an interrupted sweep continues where it stopped.
 """
 from __future__ import annotations
 
@@ -16,8 +19,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from common import config as configs
+from common.artifacts import cache_root
+from common.experiments import depth, get_point, tier_points
 from common.papers import ROOT, UsageError, get_paper
 from common.records import scan
+from common.runs import prepare
 
 LAUNCHERS = ("local", "slurm")
 
@@ -28,6 +34,11 @@ class Job:
     tier: str
     seed: int
     overrides: tuple[tuple[str, object], ...]
+    point: str | None = None
+    wave: int = 0  # 0: needs no artifact; n: needs one made in wave n - 1
+
+    def override_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.overrides}
 
     def sets(self) -> list[str]:
         def text(v):
@@ -36,13 +47,16 @@ class Job:
 
     def __str__(self) -> str:
         extra = " ".join(self.sets())
-        return f"{self.paper}/{self.tier}/s{self.seed}" + (f" {extra}" if extra else "")
+        where = f"{self.paper}/{self.tier}" + (f"/{self.point}" if self.point else "")
+        return f"{where}/s{self.seed}" + (f" {extra}" if extra else "")
 
 
-def plan(papers: list[str], tier: str, seeds: list[int], sets: list[str], grid: list[str]) -> list[Job]:
-    """Every (paper, seed, grid point) job, after validating names, tier and values."""
+def plan(papers: list[str], tier: str, seeds: list[int] | None, sets: list[str], grid: list[str],
+         points: list[str] | None = None) -> list[Job]:
+    """Every (paper, point, seed, grid value) job, after validating names, tier, points and values
+    (each job's resolved config passes its runner's validate()). `seeds=None`: the tier's count."""
     configs.check_tier(tier)
-    jobs = []
+    jobs: list[Job] = []
     for name in papers:
         paper = get_paper(name)
         if not paper.implemented:
@@ -56,29 +70,55 @@ def plan(papers: list[str], tier: str, seeds: list[int], sets: list[str], grid: 
                 raise UsageError(f"--grid {item!r}: expected key=v1,v2,...")
             parsed = [configs.parse_sets(runner, [f"{key}={v}"])[key] for v in values.split(",")]
             axes.append([(key, v) for v in parsed])
-        for point in itertools.product(*axes):
-            overrides = {**fixed, **dict(point)}
-            for seed in seeds:
-                jobs.append(Job(name, tier, seed, tuple(sorted(overrides.items()))))
-    return jobs
+        all_points = tier_points(runner, tier)
+        chosen = [get_point(runner, tier, p) for p in points] if points else all_points
+        if points and not all_points:
+            raise UsageError(f"--point: {name} has no points at tier {tier}")
+        paper_seeds = seeds if seeds is not None else list(range(runner.SEEDS[tier]))
+        for values in itertools.product(*axes):
+            overrides = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                                     for k, v in {**fixed, **dict(values)}.items()))
+            for point in chosen or [None]:
+                for seed in paper_seeds:
+                    jobs += _with_producers(Job(name, tier, seed, overrides, point and point.name), runner,
+                                            all_points)
+    unique = list(dict.fromkeys(jobs))
+    for job in unique:  # bad values fail here, before any job starts
+        prepare(job.paper, job.tier, job.override_dict(), job.point)
+    return sorted(unique, key=lambda j: j.wave)
+
+
+def _with_producers(job: Job, runner, points) -> list[Job]:
+    """The job, after the jobs that make the artifacts it needs (recursively), each in its wave."""
+    if job.point is None:
+        return [job]
+    point = next(p for p in points if p.name == job.point)
+    before = []
+    for needs in point.requires.values():
+        seed = job.seed if needs.seed is None else needs.seed
+        before += _with_producers(Job(job.paper, job.tier, seed, job.overrides, needs.point), runner, points)
+    return before + [Job(job.paper, job.tier, job.seed, job.overrides, job.point, depth(point, points))]
 
 
 def already_done(job: Job) -> bool:
-    runner = get_paper(job.paper).runner()
-    overrides = dict(job.overrides)
-    chash = configs.config_hash(configs.resolve(runner, job.tier, overrides))
+    runner, _, cfg = prepare(job.paper, job.tier, job.override_dict(), job.point)
+    overrides = configs._as_json(job.override_dict())
     runs, _ = scan(job.paper, job.tier)
-    return any(r.record["status"] == "ok" and r.seed == job.seed and r.record["config_hash"] == chash
-               and r.record["overrides"] == overrides for r in runs)
+    return any(r.record["status"] == "ok" and r.seed == job.seed and r.point == job.point
+               and configs.same_config(runner, r.record["config"], cfg) and r.record["overrides"] == overrides
+               for r in runs)
 
 
 def _local(job: Job, threads: int, device: str, log_dir: Path) -> tuple[Job, int]:
     command = [sys.executable, "-m", "common", "run", job.paper, "--tier", job.tier, "--seed", str(job.seed),
                "--threads", str(threads), "--device", device, "--resume", "--quiet"]
+    if job.point:
+        command += ["--point", job.point]
     for item in job.sets():
         command += ["--set", item]
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"{job.paper}-{job.tier}-s{job.seed}-{abs(hash(job.overrides)) % 10**8}.log"
+    tag = f"{job.paper}-{job.tier}-{job.point or 'tier'}-s{job.seed}".replace("/", "_").replace(",", "_")
+    log = log_dir / f"{tag}-{abs(hash(job.overrides)) % 10**8}.log"
     with open(log, "w") as out:
         code = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                               env={**os.environ, "OMP_NUM_THREADS": str(threads)}).returncode
@@ -86,16 +126,21 @@ def _local(job: Job, threads: int, device: str, log_dir: Path) -> tuple[Job, int
 
 
 def _submitit_job(job: Job, device: str, threads: int) -> str:
-    """What a Slurm (or submitit-local) task runs: one seed, in process."""
+    """What a Slurm (or submitit-local) task runs: one seed of one point, in process."""
     from common.runs import run_one
-    record = run_one(job.paper, job.tier, job.seed, dict(job.overrides), device=device, resume=True,
-                     threads=threads, quiet=True)
+    record = run_one(job.paper, job.tier, job.seed, job.override_dict(), device=device, resume=True,
+                     threads=threads, quiet=True, point=job.point)
     return record["status"]
+
+
+def _waves(jobs: list[Job]) -> list[list[Job]]:
+    return [list(group) for _, group in itertools.groupby(sorted(jobs, key=lambda j: j.wave), key=lambda j: j.wave)]
 
 
 def run_sweep(jobs: list[Job], workers: int = 1, launcher: str = "local", device: str = "auto",
               threads: int | None = None, executor=None, slurm_options: dict | None = None) -> dict[str, int]:
-    """Run the jobs not done yet; returns counts of done/skipped/failed. `executor` overrides submitit's."""
+    """Run the jobs not done yet, wave by wave; returns counts of done/skipped/failed.
+    `executor` overrides submitit's (the tests pass a submitit LocalExecutor)."""
     if launcher not in LAUNCHERS:
         raise UsageError(f"unknown launcher {launcher!r}; valid launchers: {', '.join(LAUNCHERS)}")
     if workers < 1:
@@ -103,27 +148,39 @@ def run_sweep(jobs: list[Job], workers: int = 1, launcher: str = "local", device
     todo = [j for j in jobs if not already_done(j)]
     counts = {"skipped": len(jobs) - len(todo), "done": 0, "failed": 0}
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    if launcher == "local":
-        log_dir = ROOT / ".cache" / "logs"
-        with ThreadPoolExecutor(workers) as pool, tqdm(total=len(todo), desc="sweep") as bar:
-            futures = [pool.submit(_local, job, threads, device, log_dir) for job in todo]
-            for future in as_completed(futures):
-                job, code = future.result()
-                counts["done" if code == 0 else "failed"] += 1
-                if code != 0:
-                    tqdm.write(f"{job}: exit code {code}, see {log_dir}")
-                bar.update()
-        return counts
-    import submitit
-    if executor is None:
+    if launcher == "slurm" and executor is None:
+        import submitit
         executor = submitit.AutoExecutor(folder=ROOT / ".cache" / "submitit", cluster="slurm")
         executor.update_parameters(cpus_per_task=threads, timeout_min=60, **(slurm_options or {}))
-    submitted = [(job, executor.submit(_submitit_job, job, device, threads)) for job in todo]
-    for job, handle in tqdm(submitted, desc="sweep"):
+    with tqdm(total=len(todo), desc="sweep") as bar:
+        for wave in _waves(todo):
+            if launcher == "local":
+                outcomes = _run_local(wave, workers, threads, device)
+            else:
+                outcomes = _run_submitit(wave, executor, device, threads)
+            for job, ok, why in outcomes:
+                counts["done" if ok else "failed"] += 1
+                if not ok:
+                    tqdm.write(f"{job}: {why}")
+                bar.update()
+    return counts
+
+
+def _run_local(wave: list[Job], workers: int, threads: int, device: str):
+    log_dir = cache_root() / "logs"
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(_local, job, threads, device, log_dir) for job in wave]
+        for future in as_completed(futures):
+            job, code = future.result()
+            yield job, code == 0, f"exit code {code}, see {log_dir}"
+
+
+def _run_submitit(wave: list[Job], executor, device: str, threads: int):
+    submitted = [(job, executor.submit(_submitit_job, job, device, threads)) for job in wave]
+    for job, handle in submitted:
         try:
             status = handle.result()
         except Exception as err:  # a task that crashed outright: report it, keep collecting the rest
-            tqdm.write(f"{job}: {type(err).__name__}: {err}")
-            status = "failed"
-        counts["done" if status != "failed" else "failed"] += 1
-    return counts
+            yield job, False, f"{type(err).__name__}: {err}"
+            continue
+        yield job, status != "failed", f"run {status}"

@@ -7,7 +7,8 @@ from common.checks import expected_path, load_expected
 from common.cli import main
 from common.papers import ROOT, TIER_NAMES, get_paper
 from common.records import results_dir as current_results_dir
-from tests.conftest import implemented_names, require_datasets
+from common.config import flat_keys, lookup, resolve
+from tests.conftest import assert_usage_error, implemented_names, require_datasets
 
 PAPERS = implemented_names()
 
@@ -37,14 +38,14 @@ def test_smoke_is_deterministic_and_meets_its_smoke_expectations(name, results_d
 def test_paper_tier_runs_for_a_few_steps(name, results_dir):
     runner = get_paper(name).runner()
     require_datasets(*runner.DATASETS)
-    sets = [f"{k}={v}" for k, v in runner.FEW_STEPS.items()]
+    sets = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in runner.FEW_STEPS.items()]
     argv = ["run", name, "--tier", "paper", "--seed", "0", "--quiet"]
     for item in sets:
         argv += ["--set", item]
     assert main(argv) == 0
     record = _only_record(results_dir / name / "paper")
     assert record["status"] == "ok", record["reason"]
-    assert record["config"] == {**runner.CONFIG, **runner.TIERS["paper"], **runner.FEW_STEPS}
+    assert record["config"] == resolve(runner, "paper", runner.FEW_STEPS)
 
 
 @pytest.mark.parametrize("name", PAPERS)
@@ -64,7 +65,20 @@ def test_paper_folder_is_complete(name):
         assert section in readme, f"README lacks a '{section}' section"
 
 
-def test_committed_results_pass_check(monkeypatch):
+def test_committed_results_pass_check(monkeypatch, capsys):
     monkeypatch.delenv("REPRO_RESULTS_DIR", raising=False)
     assert current_results_dir() == ROOT / "results"
     assert main(["check", "--tier", "cpu"]) == 0
+    assert "stale" not in capsys.readouterr().err  # every committed record is judged under today's config
+
+
+@pytest.mark.parametrize("name", PAPERS)
+def test_a_wrongly_typed_value_is_a_usage_error(name, tmp_path, monkeypatch, capsys):
+    """For every paper: a number key given a word, and an unknown key, exit 2 with one line."""
+    runner = get_paper(name).runner()
+    numeric = next(k for k in flat_keys(runner.CONFIG)
+                   if isinstance(lookup(runner.CONFIG, k), (int, float)) and not isinstance(lookup(runner.CONFIG, k), bool))
+    line = assert_usage_error(name, f"{numeric}=abc", tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert numeric in line
+    line = assert_usage_error(name, "no_such_key=1", tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert "valid keys" in line

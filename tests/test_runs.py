@@ -142,3 +142,33 @@ def test_list_valued_keys_parse_as_data_and_name_what_is_valid():
     with pytest.raises(UsageError, match="must list positive numbers"):
         parse_numbers("1,-2", "lengths", int, positive=True)
     assert parse_numbers("1,-2", "offsets", int) == [1, -2]
+
+
+def test_stage_runs_once_and_a_resumed_run_gets_its_saved_result(tmp_path):
+    from tests.resume import smoke_context
+    calls = []
+
+    def work():
+        calls.append(1)
+        return {"value": 1.5}
+    first = smoke_context("toy", tmp_path, resume=False)
+    assert first.stage("fit", work) == {"value": 1.5} and "fit" in first.stage_seconds
+    again = smoke_context("toy", tmp_path, resume=True)
+    assert again.stage("fit", work) == {"value": 1.5} and len(calls) == 1
+    assert again.stage_seconds == first.stage_seconds
+    fresh = smoke_context("toy", tmp_path, resume=False)  # without --resume a stage always runs
+    fresh.stage("fit", work)
+    assert len(calls) == 2
+
+
+def test_one_models_divergence_is_data_and_the_run_goes_on(tmp_path):
+    from tests.resume import smoke_context
+    ctx = smoke_context("toy", tmp_path, resume=False)
+    with ctx.may_diverge("naive") as naive:
+        for step, loss in enumerate([1.0, 4.0, float("nan"), 2.0]):
+            ctx.log(step, model="naive", loss=loss)
+    with ctx.may_diverge("bear") as bear:
+        ctx.log(0, model="bear", loss=0.5)
+    assert naive.metrics() == {"naive_diverged": 1.0, "naive_diverged_step": 2.0, "naive_last_finite_loss": 4.0}
+    assert bear.metrics() == {"bear_diverged": 0.0}
+    assert [row["loss"] for row in ctx.curves] == [1.0, 4.0, 0.5]

@@ -4,7 +4,6 @@ import submitit
 from common.papers import PAPERS, Paper, UsageError
 from common.records import scan
 from common.sweep import Job, already_done, plan, run_sweep
-from tests import toy_runner
 from tests.conftest import implemented_names, require_datasets, write_record
 
 
