@@ -97,7 +97,7 @@ class CleanRLStyle:
 
 class Ours:
     def __init__(self, cfg: dict):
-        self.trainer = runner.Trainer(cfg, "breakout", "dqn", seed=0)
+        self.trainer = runner.Trainer(cfg, "breakout", "dqn", seed=0, device=torch.device("cpu"))
 
     def step(self):
         self.trainer.step()

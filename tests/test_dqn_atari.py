@@ -2,14 +2,18 @@
 the schedules, bad input, and a killed-and-resumed run that counts every frame once."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
-from common.papers import UsageError
 from reproductions.dqn_atari import runner
 from reproductions.dqn_atari.dqn import Agent, QNetwork, td_loss
+from tests.conftest import assert_usage_error
 from tests.resume import kill_then_resume
+
+CPU = torch.device("cpu")
 
 pytest.importorskip("ale_py")
 
@@ -51,9 +55,9 @@ def _batch(num_actions=4, n=8):
 
 def test_nips2013_bootstraps_from_the_online_network_and_nature2015_from_a_lagged_copy():
     batch = _batch()
-    nips = Agent(4, _cfg(variant="nips2013", bf16=False))
+    nips = Agent(4, _cfg(variant="nips2013", bf16=False), CPU)
     assert nips.target is None
-    nature = Agent(4, _cfg(variant="nature2015", bf16=False, target_update=3))
+    nature = Agent(4, _cfg(variant="nature2015", bf16=False, target_update=3), CPU)
     initial = {k: v.clone() for k, v in nature.net.state_dict().items()}
     for _ in range(2):
         nature.update(batch)
@@ -84,21 +88,21 @@ def test_space_invaders_skips_three_frames():
     assert runner.frame_skip(runner.CONFIG, "space_invaders") == 3 and runner.frame_skip(runner.CONFIG, "pong") == 4
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"games": "breakout,tetris"}, "unknown game.*tetris.*valid games.*space_invaders"),
-    ({"variant": "double"}, "unknown variant.*nips2013, nature2015"),
-    ({"num_envs": 0}, "num_envs must be a positive"),
+@pytest.mark.parametrize("item, message", [
+    ("games=breakout,tetris", "unknown game.*tetris.*valid games.*space_invaders"),
+    ("variant=double", "unknown variant.*nips2013, nature2015"),
+    ("num_envs=0", "num_envs must be a positive"),
+    ("eval_epsilon=1.5", "eval_epsilon must be in \\[0, 1\\]"),
+    ("frames=many", "frames takes a int"),
 ])
-def test_bad_input_is_a_usage_error_before_anything_trains(overrides, message, tmp_path):
-    from tests.resume import smoke_context
-    with pytest.raises(UsageError, match=message):
-        runner.run(_cfg(**overrides), smoke_context("dqn_atari", tmp_path, resume=False))
-    assert not (tmp_path / "ckpt").exists()
+def test_bad_input_is_a_usage_error_before_anything_trains(item, message, tmp_path, monkeypatch, capsys):
+    line = assert_usage_error("dqn_atari", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert re.search(message, line), line
 
 
 def test_learning_waits_for_learning_starts_in_both_arms():
     for arm in ("dqn", "noreplay"):
-        trainer = runner.Trainer(_cfg(learning_starts=60), "breakout", arm, seed=0)
+        trainer = runner.Trainer(_cfg(learning_starts=60), "breakout", arm, seed=0, device=CPU)
         while trainer.frames < 60:
             assert trainer.step() == [] and trainer.agent.updates == 0
         while trainer.agent.updates == 0:
@@ -127,11 +131,11 @@ def test_a_killed_run_resumes_without_counting_frames_twice(tmp_path):
 
 
 def test_checkpoints_restore_the_agent_and_the_replay_memory():
-    trainer = runner.Trainer(_cfg(learning_starts=20), "breakout", "dqn", seed=0)
+    trainer = runner.Trainer(_cfg(learning_starts=20), "breakout", "dqn", seed=0, device=CPU)
     while trainer.agent.updates < 3:
         trainer.step()
     state = trainer.state()
-    copy = runner.Trainer(_cfg(learning_starts=20), "breakout", "dqn", seed=1)
+    copy = runner.Trainer(_cfg(learning_starts=20), "breakout", "dqn", seed=1, device=CPU)
     copy.load(state)
     assert copy.frames == trainer.frames and copy.agent.updates == trainer.agent.updates
     for a, b in zip(trainer.agent.net.parameters(), copy.agent.net.parameters()):

@@ -48,12 +48,10 @@ def td_loss(variant: str, q: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 class Agent:
     """The network, its optimizer (RMSProp, §5) and, for nature2015, the target network."""
 
-    def __init__(self, num_actions: int, cfg: dict):
-        if cfg["variant"] not in VARIANTS:
-            raise ValueError(f"unknown variant {cfg['variant']!r}; valid: {', '.join(VARIANTS)}")
+    def __init__(self, num_actions: int, cfg: dict, device: torch.device):
         self.variant, self.gamma, self.num_actions = cfg["variant"], cfg["gamma"], num_actions
-        self.bf16 = cfg["bf16"]
-        self.net = QNetwork(num_actions)
+        self.bf16, self.device = cfg["bf16"], device
+        self.net = QNetwork(num_actions).to(device)
         self.target = copy.deepcopy(self.net).requires_grad_(False) if self.variant == "nature2015" else None
         self.target_update = cfg["target_update"]
         self.opt = torch.optim.RMSprop(self.net.parameters(), lr=cfg["lr"], alpha=cfg["rms_decay"],
@@ -64,16 +62,17 @@ class Agent:
             self._loss, self._step = torch.compile(self.loss), torch.compile(self.opt.step)
 
     def _autocast(self):
-        return torch.autocast("cpu", torch.bfloat16, enabled=self.bf16)
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16)
 
     @torch.no_grad()
     def q_values(self, frames: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            return self.net(frames).float()
+            return self.net(frames.to(self.device)).float()
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
-        """One batched forward pass for the whole vector of environments."""
-        return self.q_values(torch.from_numpy(obs)).argmax(1).numpy()
+        """One batched forward pass for the whole vector of environments (the emulators' frames go to
+        the device; the chosen actions come back to the CPU for the emulators)."""
+        return self.q_values(torch.from_numpy(obs)).argmax(1).cpu().numpy()
 
     def loss(self, states, next_states, actions, rewards, terminal) -> torch.Tensor:
         with self._autocast():
@@ -83,8 +82,15 @@ class Agent:
             q = self.net(states).float().gather(1, actions[:, None]).squeeze(1)
         return td_loss(self.variant, q, target)
 
+    def to_device(self, batch) -> tuple[torch.Tensor, ...]:
+        """A replay minibatch (CPU tensors, the frames uint8) on the network's device; on CUDA through
+        pinned memory, copied asynchronously."""
+        if self.device.type == "cuda":
+            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in batch)
+        return tuple(t.to(self.device) for t in batch)
+
     def update(self, batch) -> torch.Tensor:
-        loss = self._loss(*batch)
+        loss = self._loss(*self.to_device(batch))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self._step()

@@ -19,7 +19,7 @@ TITLES = {"beam_rider": "B.Rider", "breakout": "Breakout", "enduro": "Enduro", "
 
 
 def _describe(runs) -> str:
-    cfg = runs[0].record["config"]
+    cfg = runs[0].config
     return f"{cfg['variant']}, {cfg['frames']:,} frames, {len(runs)} seed(s)"
 
 

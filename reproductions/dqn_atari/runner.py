@@ -27,7 +27,7 @@ from reproductions.dqn_atari.dqn import VARIANTS, Agent
 
 # The paper tier (§5 of the 2013 paper; the Nature 2015 values where 2013 gives none, marked N).
 CONFIG = {
-    "games": "beam_rider,breakout,enduro,pong,qbert,seaquest,space_invaders",  # Table 1
+    "games": ["beam_rider", "breakout", "enduro", "pong", "qbert", "seaquest", "space_invaders"],  # Table 1
     "variant": "nips2013",          # or nature2015: target network + TD error clipped to [-1, 1]
     "frames": 10_000_000,           # agent frames (actions) of training per game
     "num_envs": 4,                  # environments stepped together (the paper: one; README, Deviations)
@@ -61,18 +61,16 @@ CONFIG = {
 
 TIERS = {
     # seconds, deterministic: one game, a few hundred frames, every code path (ablation, checkpoints)
-    "smoke": {"games": "breakout", "frames": 400, "num_envs": 2, "replay_size": 300, "update_every": 8,
+    "smoke": {"games": ["breakout"], "frames": 400, "num_envs": 2, "replay_size": 300, "update_every": 8,
               "learning_starts": 100, "eps_frames": 300, "eval_every": 200, "eval_steps": 100, "eval_episodes": 2,
               "final_eval_episodes": 2, "final_eval_steps": 200, "heldout_states": 32, "ablation_no_replay": True,
               "checkpoint_every": 200, "checkpoint_replay": True},
     # README, Tiers: Q*bert at 2% of the paper's frames; 28 min per seed with the ablation, 3 side by side
-    "cpu": {"games": "qbert", "frames": 200_000, "update_every": 4, "replay_size": 100_000,
+    "cpu": {"games": ["qbert"], "frames": 200_000, "update_every": 4, "replay_size": 100_000,
             "learning_starts": 10_000, "eps_frames": 50_000, "target_update": 2_500, "eval_every": 20_000,
             "eval_steps": 2_500, "final_eval_episodes": 32, "final_eval_steps": 20_000, "heldout_states": 500,
             "ablation_no_replay": True, "compile": True, "checkpoint_every": 40_000},
-    "paper": {},
 }
-SEEDS = {"smoke": 1, "cpu": 3, "paper": 3}
 FEW_STEPS = {"frames": 16, "replay_size": 64, "learning_starts": 8, "eval_every": 8, "eval_steps": 8,
              "eval_episodes": 1, "final_eval_episodes": 1, "final_eval_steps": 8, "heldout_states": 8,
              "checkpoint_every": 8}
@@ -101,9 +99,9 @@ def human_normalized(game: str, score: float) -> float:
     return (score - random) / (human - random)
 
 
-def validate(cfg: dict) -> list[str]:
-    """The games, checked (with everything else that could only fail later) before anything trains."""
-    games = [g for g in cfg["games"].split(",") if g]
+def validate(cfg: dict) -> None:
+    """Everything a user can get wrong with --set, checked before anything trains (harness contract)."""
+    games = cfg["games"]
     unknown = [g for g in games if g not in TABLE1["Random"]]
     if not games or unknown:
         raise UsageError(f"games: unknown game(s) {', '.join(unknown) or '(none given)'}; "
@@ -115,7 +113,14 @@ def validate(cfg: dict) -> list[str]:
                 "heldout_states", "checkpoint_every", "frame_skip", "frame_skip_space_invaders"):
         if cfg[key] < 1:
             raise UsageError(f"{key} must be a positive integer, got {cfg[key]}")
-    return games
+    if cfg["learning_starts"] < 0:
+        raise UsageError(f"learning_starts must be >= 0, got {cfg['learning_starts']}")
+    for key in ("eps_start", "eps_end", "eval_epsilon", "gamma"):
+        if not 0 <= cfg[key] <= 1:
+            raise UsageError(f"{key} must be in [0, 1], got {cfg[key]}")
+    for key in ("lr", "rms_decay", "rms_eps"):
+        if cfg[key] <= 0:
+            raise UsageError(f"{key} must be > 0, got {cfg[key]}")
 
 
 def frame_skip(cfg: dict, game: str) -> int:
@@ -144,12 +149,13 @@ def heldout_states(cfg: dict, game: str, seed: int) -> torch.Tensor:
 class Trainer:
     """Algorithm 1 on a vector of environments, with everything a checkpoint needs to continue it."""
 
-    def __init__(self, cfg: dict, game: str, arm: str, seed: int):
+    def __init__(self, cfg: dict, game: str, arm: str, seed: int, device: torch.device):
         self.cfg, self.game, self.arm, self.seed = cfg, game, arm, seed
         self.env = rl_env.make_atari(game, cfg["num_envs"], frame_skip(cfg, game))
         self.num_actions = int(self.env.single_action_space.n)
         torch.manual_seed(seed)  # both arms of the ablation start from the same network
-        self.agent = Agent(self.num_actions, cfg)
+        self.agent = Agent(self.num_actions, cfg, device)
+        # the replay memory stays in host memory as uint8 (7 GB at 1M frames); its minibatches go to the device
         capacity = cfg["replay_size"] if arm == "dqn" else 1
         self.replay = FrameReplay(capacity, cfg["num_envs"], seed=seed)
         self.ready_at = min(cfg["learning_starts"], self.replay.per_env * cfg["num_envs"])
@@ -216,12 +222,9 @@ class Trainer:
 def train(cfg: dict, game: str, arm: str, ctx: RunContext) -> dict[str, float]:
     """Train one agent on `game` to the frame budget; Fig. 2's curves on the way, Table 1's number at the end."""
     key = f"{game}_{arm}"
-    done = ctx.restore(f"{key}_done")
-    if done is not None:
-        return done["metrics"]
     prefix = f"{game}_{ARMS[arm]}"
-    trainer = Trainer(cfg, game, arm, ctx.seed)
-    states = heldout_states(cfg, game, seed=10_000 + ctx.seed)
+    trainer = Trainer(cfg, game, arm, ctx.seed, ctx.device)
+    states = heldout_states(cfg, game, seed=10_000 + ctx.seed).to(ctx.device)
     eval_env = rl_env.make_atari(game, cfg["num_envs"], frame_skip(cfg, game))
 
     def measure(episodes: int, steps: int, seed: int):
@@ -279,20 +282,19 @@ def train(cfg: dict, game: str, arm: str, ctx: RunContext) -> dict[str, float]:
                f"{prefix}max_q_end": max_q, f"{prefix}max_q_rise": max_q - max_qs[0],
                f"{prefix}max_q_up_fraction": float((rises > 0).mean()) if len(rises) else 0.0}
     ctx.save_arrays(key, final_returns=np.array(final.returns))
-    ctx.checkpoint(f"{key}_done", {"metrics": metrics})
     trainer.env.close()
     eval_env.close()
     return metrics
 
 
 def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
-    games = validate(cfg)
+    games = cfg["games"]
     rl_env.atari_games()  # ale-py is importable: fail before anything trains
     metrics: dict[str, float] = {}
     for game in games:
         arms = ("dqn", "noreplay") if cfg["ablation_no_replay"] else ("dqn",)
-        for arm in arms:
-            metrics.update(train(cfg, game, arm, ctx))
+        for arm in arms:  # each agent is a stage: a resumed run skips the finished ones
+            metrics.update(ctx.stage(f"{game}_{arm}", lambda: train(cfg, game, arm, ctx)))
     metrics["hns_iqm"] = iqm([metrics[f"{g}_hns"] for g in games])
     # §5's summary: above Random everywhere, above Human exactly where Table 1's DQN is (B.Rider ... S.Invaders)
     metrics["games_above_random"] = sum(metrics[f"{g}_return"] > TABLE1["Random"][g] for g in games)
