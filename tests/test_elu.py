@@ -13,7 +13,7 @@ from common.papers import UsageError
 from reproductions.elu import runner
 from reproductions.elu.elu import (SReLU, StackedCNN, activation, autoencoder, classifier, median_unit_means,
                                    pad_crop_flip, parse_stacks)
-from tests.conftest import require_datasets
+from tests.conftest import assert_usage_error, require_datasets
 from tests.resume import kill_then_resume
 
 X = torch.linspace(-4, 4, 81)
@@ -99,18 +99,39 @@ def test_every_model_of_an_experiment_starts_from_the_same_weights():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-def test_bad_lists_are_usage_errors_naming_what_is_valid():
+def test_bad_configs_are_usage_errors_naming_the_key_and_what_is_valid():
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"]}
-    with pytest.raises(UsageError, match="mnist_activations: unknown 'gelu'; valid: elu, relu, lrelu, srelu"):
-        runner.validate({**cfg, "mnist_activations": "elu,gelu"})
-    with pytest.raises(UsageError, match="ae_lrs must be comma-separated floats"):
-        runner.validate({**cfg, "ae_lrs": "0.01,fast"})
-    with pytest.raises(UsageError, match="compare_dropout gives 2 rates for 3 stacks"):
-        runner.validate({**cfg, "compare_dropout": "0,0"})
-    with pytest.raises(UsageError, match="sota_net"):
-        runner.validate({**cfg, "sota_net": "384x3|oops"})
+    for overrides, message in [
+            ({"mnist_activations": ["elu", "gelu"]}, "mnist_activations: unknown 'gelu'; valid: elu, relu, lrelu, srelu"),
+            ({"mnist_activations": "elu,relu"}, "mnist_activations takes a list"),
+            ({"compare_variants": ["elu", "elu"]}, "compare_variants: elu listed more than once"),
+            ({"compare_dataset": "svhn"}, "compare_dataset: unknown 'svhn'; valid: cifar10, cifar100"),
+            ({"ae_lrs": [0.01, -0.1]}, "ae_lrs must be > 0"),
+            ({"ae_encoder": []}, "ae_encoder is empty"),
+            ({"mnist_epochs": 0}, r"mnist_epochs must be >= 1"),
+            ({"mnist_depth": 2.5}, "mnist_depth takes an integer"),
+            ({"mnist_train": 70_000}, r"mnist_train must be in \[0, 60000\]"),
+            ({"ae_train": 10}, r"ae_train \(10\) must be 0 \(all\) or at least ae_batch \(64\)"),
+            ({"cnn_momentum": 1.5}, r"cnn_momentum must be in \[0, 1\]"),
+            ({"compare_dropout": [0.0, 0.0]}, "compare_dropout gives 2 rates for 3 stacks"),
+            ({"compare_dropout": [0.0, 1.5, 0.0]}, r"compare_dropout must be in \[0, 1\] \(a dropout rate\)"),
+            ({"sota_net": "384x3|oops"}, "sota_net"),
+            ({"cnn_zca": "yes"}, "cnn_zca takes true or false")]:
+        with pytest.raises(UsageError, match=message):
+            runner.validate({**cfg, **overrides})
     runner.validate(cfg)
     runner.validate({**runner.CONFIG})
+    runner.validate({**runner.CONFIG, **runner.TIERS["cpu"]})
+    runner.validate({**cfg, **runner.FEW_STEPS})
+
+
+@pytest.mark.parametrize("setting, key", [("mnist_epochs=-1", "mnist_epochs"), ("compare_dropout=0,2,0", "compare_dropout"),
+                                          ("ae_activations=elu,gelu", "ae_activations"), ("mnist_lr=abc", "mnist_lr"),
+                                          ("ae_lrs=0.01,fast", "ae_lrs")])
+def test_out_of_range_or_mistyped_settings_exit_2_with_one_line_naming_the_key(setting, key, tmp_path, monkeypatch,
+                                                                                capsys):
+    line = assert_usage_error("elu", setting, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert key in line
 
 
 def test_lr_tags_and_evaluation_points():

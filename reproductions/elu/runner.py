@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common.config import parse_names, parse_numbers
+from common.config import check_names, check_range
 from common.context import RunContext
 from common.papers import UsageError
 from common.preprocessing import global_contrast_normalize, zca_apply, zca_fit
@@ -32,7 +32,7 @@ from reproductions.elu.elu import (ACTIVATIONS, StackedCNN, autoencoder, classif
 # the paper (shared/papers.md marks these details M), not confirmed against the text.
 CONFIG = {
     # §4.1 MNIST classifier (8 × 128 C; SGD lr 0.01, batch 64, 300 epochs, He init M)
-    "mnist_activations": "elu,relu,lrelu,srelu",
+    "mnist_activations": ["elu", "relu", "lrelu", "srelu"],
     "mnist_depth": 8,
     "mnist_hidden": 128,
     "mnist_epochs": 300,
@@ -43,9 +43,9 @@ CONFIG = {
     "mnist_loss_images": 0,           # training images the logged cross-entropy is computed on (0: all used)
     "mnist_stat_images": 1000,        # fixed training images for the activation statistics
     # §4.2 autoencoder (1000-500-250-30 C; learning rates and epochs M)
-    "ae_activations": "elu,relu,lrelu,srelu",
-    "ae_encoder": "1000,500,250,30",
-    "ae_lrs": "0.01,0.001,0.0001",
+    "ae_activations": ["elu", "relu", "lrelu", "srelu"],
+    "ae_encoder": [1000, 500, 250, 30],
+    "ae_lrs": [0.01, 0.001, 0.0001],
     "ae_epochs": 500,
     "ae_batch": 64,
     "ae_train": 0,
@@ -53,20 +53,20 @@ CONFIG = {
     # §4.3 ELU vs ReLU with and without batch norm (11 conv layers C; the stacks, dropout and schedule M)
     "compare_dataset": "cifar100",
     "compare_net": "192x5|192x1,240x3|240x1,260x2|260x1,280x2|280x1,300x2|300x1",  # + a class layer (below)
-    "compare_dropout": "0,0.1,0.2,0.3,0.4,0.5,0",  # one rate per stack, the class layer's included
-    "compare_variants": "elu,relu,elu_bn,relu_bn",
+    "compare_dropout": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.0],  # one rate per stack, the class layer's included
+    "compare_variants": ["elu", "relu", "elu_bn", "relu_bn"],
     "compare_train": 0,
     "compare_steps": 165_000,
-    "compare_lr_drops": "35000,85000,135000",
+    "compare_lr_drops": [35000, 85000, 135000],
     "compare_augment": True,
     # §4.4 the 18-layer network (18 conv layers, 6.55% / 24.28% C; stacks, dropout and schedule M)
-    "sota_datasets": "cifar10,cifar100",
+    "sota_datasets": ["cifar10", "cifar100"],
     "sota_net": ("384x3|384x1,384x2,640x2,640x2|640x1,768x2,768x2,768x2|768x1,896x2,896x2|"
                  "896x3,1024x2,1024x2|1024x1,1152x2|1152x1"),
-    "sota_dropout": "0,0.1,0.2,0.3,0.4,0.5,0,0",
+    "sota_dropout": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.0, 0.0],
     "sota_train": 0,                  # training images used (0: all)
     "sota_steps": 165_000,
-    "sota_lr_drops": "35000,85000,135000",
+    "sota_lr_drops": [35000, 85000, 135000],
     # shared by the CNN experiments (§4.3-4.4, M)
     "cnn_batch": 100,
     "cnn_lr": 0.01,
@@ -83,27 +83,25 @@ CONFIG = {
 TIERS = {
     # seconds, deterministic: narrow nets, a few hundred images, a few dozen steps, every path once
     "smoke": {"mnist_hidden": 16, "mnist_epochs": 2, "mnist_train": 640, "mnist_evals_per_epoch": 2,
-              "mnist_loss_images": 320, "mnist_stat_images": 200, "ae_encoder": "64,32,16,4", "ae_lrs": "0.01",
+              "mnist_loss_images": 320, "mnist_stat_images": 200, "ae_encoder": [64, 32, 16, 4], "ae_lrs": [0.01],
               "ae_epochs": 1, "ae_train": 640, "compare_dataset": "cifar10", "compare_net": "8x3|8x1",
-              "compare_dropout": "0,0,0", "compare_train": 200, "compare_steps": 8, "compare_lr_drops": "",
-              "compare_augment": False, "sota_datasets": "", "cnn_batch": 50, "cnn_evals": 4,
+              "compare_dropout": [0.0, 0.0, 0.0], "compare_train": 200, "compare_steps": 8, "compare_lr_drops": [],
+              "compare_augment": False, "sota_datasets": [], "cnn_batch": 50, "cnn_evals": 4,
               "cnn_zca": False, "test_images": 200, "checkpoint_every": 3},
     # ~14 min of single-thread CPU time per seed (README, measured): the MNIST classifier for 15 epochs,
     # the autoencoder at two learning rates for 3 epochs (0.05 and 0.03: at the paper's 0.01 and 0.001 no
     # net leaves the mean image within 3 epochs; README, deviations), and a 7-layer CNN of the paper's style on
     # 20,000 CIFAR-10 training images for 4 epochs; no 18-layer net
-    "cpu": {"mnist_epochs": 15, "mnist_evals_per_epoch": 4, "mnist_loss_images": 10_000, "ae_lrs": "0.05,0.03",
+    "cpu": {"mnist_epochs": 15, "mnist_evals_per_epoch": 4, "mnist_loss_images": 10_000, "ae_lrs": [0.05, 0.03],
             "ae_epochs": 3, "ae_evals_per_epoch": 2, "compare_dataset": "cifar10",
-            "compare_net": "32x5|32x1,64x3|64x1,96x2|96x1", "compare_dropout": "0,0,0,0,0",
-            "compare_train": 20_000, "compare_steps": 800, "compare_lr_drops": "", "compare_augment": False,
-            "sota_datasets": "", "cnn_evals": 40, "checkpoint_every": 1000},
-    "paper": {},
+            "compare_net": "32x5|32x1,64x3|64x1,96x2|96x1", "compare_dropout": [0.0, 0.0, 0.0, 0.0, 0.0],
+            "compare_train": 20_000, "compare_steps": 800, "compare_lr_drops": [], "compare_augment": False,
+            "sota_datasets": [], "cnn_evals": 40, "checkpoint_every": 1000},
 }
-SEEDS = {"smoke": 1, "cpu": 3, "paper": 3}
 FEW_STEPS = {"mnist_epochs": 1, "mnist_train": 128, "mnist_loss_images": 64, "mnist_stat_images": 64,
-             "ae_epochs": 1, "ae_train": 128, "ae_lrs": "0.01", "compare_dataset": "cifar10", "compare_train": 4,
-             "compare_steps": 2, "sota_datasets": "cifar10", "sota_train": 4, "sota_steps": 2, "cnn_batch": 2, "cnn_evals": 1,
-             "test_images": 4}
+             "ae_epochs": 1, "ae_train": 128, "ae_lrs": [0.01], "compare_dataset": "cifar10", "compare_train": 4,
+             "compare_steps": 2, "sota_datasets": ["cifar10"], "sota_train": 4, "sota_steps": 2, "cnn_batch": 2,
+             "cnn_evals": 1, "test_images": 4}
 LIBRARIES = ()
 DATASETS = ("mnist", "cifar10")
 
@@ -113,24 +111,88 @@ EXPERIMENT_SEED = {"mnist": 11, "ae": 23, "compare": 37, "sota": 41}
 
 
 # -- configuration ---------------------------------------------------------------------------------------
+TRAIN_IMAGES = {"mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}  # training images each data set holds
+
+
+def _integers(key: str, value, low: int | None = None, high: int | None = None) -> None:
+    """An integer (or a list of them) in [low, high]."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in items):
+        raise UsageError(f"{key} takes {'integers' if isinstance(value, (list, tuple)) else 'an integer'}, "
+                         f"got {value!r}")
+    check_range(key, value, low, high)
+
+
+def _positive(key: str, value) -> None:
+    """A number (or a list of them) > 0."""
+    check_range(key, value)
+    if any(v <= 0 for v in (value if isinstance(value, (list, tuple)) else [value])):
+        raise UsageError(f"{key} must be > 0, got {value}")
+
+
+def _once_each(key: str, values: list) -> None:
+    repeated = sorted({f"{v}" for v in values if values.count(v) > 1})
+    if repeated:
+        raise UsageError(f"{key}: {', '.join(repeated)} listed more than once; list each at most once")
+
+
+def _flag(key: str, value) -> None:
+    if not isinstance(value, bool):
+        raise UsageError(f"{key} takes true or false, got {value!r}")
+
+
+def _subset(key: str, images: int, dataset: str, batch_key: str, cfg: dict) -> None:
+    """A training-subset size: 0 (all) or up to the data set's size, and at least one minibatch."""
+    _integers(key, images, 0, TRAIN_IMAGES[dataset])
+    if (images or TRAIN_IMAGES[dataset]) < cfg[batch_key]:
+        raise UsageError(f"{key} ({images}) must be 0 (all) or at least {batch_key} ({cfg[batch_key]})")
+
+
 def validate(cfg: dict) -> None:
-    """Every list-valued key, checked before anything trains or is written (a bad one exits with code 2)."""
-    parse_names(cfg["mnist_activations"], "mnist_activations", ACTIVATIONS)
-    parse_names(cfg["ae_activations"], "ae_activations", ACTIVATIONS)
-    parse_names(cfg["compare_variants"], "compare_variants", VARIANTS)
-    parse_names(cfg["sota_datasets"], "sota_datasets", CNN_DATASETS)
-    parse_names(cfg["compare_dataset"], "compare_dataset", CNN_DATASETS)
-    for key, kind in (("ae_lrs", float), ("ae_encoder", int), ("compare_dropout", float), ("sota_dropout", float),
-                      ("compare_lr_drops", int), ("sota_lr_drops", int)):
-        parse_numbers(cfg[key], key, kind)
+    """Every key's kind and range, before anything loads, trains or is written: a bad value is one line
+    naming the key and what is valid (exit code 2). `run()` assumes a config that passed."""
+    for key in (k for k, v in CONFIG.items() if isinstance(v, list)):
+        if not isinstance(cfg[key], (list, tuple)):
+            raise UsageError(f"{key} takes a list, e.g. {','.join(map(str, CONFIG[key]))}; got {cfg[key]!r}")
+    for key in ("mnist_depth", "mnist_hidden", "mnist_epochs", "mnist_batch", "mnist_evals_per_epoch",
+                "mnist_stat_images", "ae_epochs", "ae_batch", "ae_evals_per_epoch", "compare_steps", "sota_steps",
+                "cnn_batch", "cnn_evals", "checkpoint_every"):
+        _integers(key, cfg[key], 1)
+    for key in ("mnist_loss_images", "test_images", "cnn_pad"):
+        _integers(key, cfg[key], 0)
+    for key in ("mnist_lr", "ae_lrs", "cnn_lr", "elu_alpha"):
+        _positive(key, cfg[key])
+    check_range("cnn_momentum", cfg["cnn_momentum"], 0, 1)
+    check_range("cnn_weight_decay", cfg["cnn_weight_decay"], 0)
+    for key in ("compare_augment", "cnn_zca"):
+        _flag(key, cfg[key])
+    for key, valid in (("mnist_activations", ACTIVATIONS), ("ae_activations", ACTIVATIONS),
+                       ("compare_variants", VARIANTS), ("sota_datasets", CNN_DATASETS)):
+        _once_each(key, check_names(key, cfg[key], valid))
+    if not isinstance(cfg["compare_dataset"], str):
+        raise UsageError(f"compare_dataset takes one name from {', '.join(CNN_DATASETS)}, got {cfg['compare_dataset']!r}")
+    check_names("compare_dataset", cfg["compare_dataset"], CNN_DATASETS)
+    _once_each("ae_lrs", list(cfg["ae_lrs"]))
+    _integers("ae_encoder", cfg["ae_encoder"], 1)
+    if not cfg["ae_encoder"]:
+        raise UsageError("ae_encoder is empty; give the encoder's layer sizes, e.g. 1000,500,250,30")
+    _integers("compare_lr_drops", cfg["compare_lr_drops"], 0)
+    _integers("sota_lr_drops", cfg["sota_lr_drops"], 0)
+    _subset("mnist_train", cfg["mnist_train"], "mnist", "mnist_batch", cfg)
+    _subset("ae_train", cfg["ae_train"], "mnist", "ae_batch", cfg)
+    _subset("compare_train", cfg["compare_train"], cfg["compare_dataset"], "cnn_batch", cfg)
+    _subset("sota_train", cfg["sota_train"], "cifar10", "cnn_batch", cfg)
     for net, dropout in (("compare_net", "compare_dropout"), ("sota_net", "sota_dropout")):
+        if not isinstance(cfg[net], str):
+            raise UsageError(f"{net} takes the stack notation, e.g. '192x5|192x1,240x3', got {cfg[net]!r}")
         try:
             stacks = parse_stacks(f"{cfg[net]}|1x1")
         except ValueError as err:
             raise UsageError(f"{net}: {err}") from None
-        if len(parse_numbers(cfg[dropout], dropout)) != len(stacks):
-            raise UsageError(f"{dropout} gives {len(parse_numbers(cfg[dropout], dropout))} rates for {len(stacks)} "
-                             f"stacks of {net} (its stacks and the class layer's); give one rate per stack")
+        check_range(dropout, cfg[dropout], 0, 1, " (a dropout rate)")
+        if len(cfg[dropout]) != len(stacks):
+            raise UsageError(f"{dropout} gives {len(cfg[dropout])} rates for {len(stacks)} stacks of {net} (its "
+                             f"stacks and the class layer's); give one rate per stack")
 
 
 def lr_tag(lr: float) -> str:
@@ -157,8 +219,6 @@ def cifar_tensors(name: str, train_images: int, test_images: int, zca: bool) -> 
     """(N, 3, 32, 32) float images; with `zca`, globally contrast-normalized then ZCA-whitened by a
     transform fitted on the training images used (§4.3)."""
     from common import datasets
-    if name not in CNN_DATASETS:
-        raise ValueError(f"unknown CNN dataset {name!r}; valid: {', '.join(CNN_DATASETS)}")
     (x, y), (xt, yt) = getattr(datasets, name)("train"), getattr(datasets, name)("test")
     n, nt = train_images or len(x), test_images or len(xt)
     x = torch.from_numpy(x[:n]).permute(0, 3, 1, 2).float() / 255
@@ -248,7 +308,7 @@ def batched(fn, x: torch.Tensor, size: int = 2000) -> torch.Tensor:
 
 # -- §4.1: the MNIST classifier ------------------------------------------------------------------------------
 def run_mnist(cfg: dict, ctx: RunContext) -> dict[str, float]:
-    acts = parse_names(cfg["mnist_activations"], "mnist_activations", ACTIVATIONS)
+    acts = cfg["mnist_activations"]
     data = mnist_tensors(cfg["mnist_train"], cfg["test_images"])
     x, y = data["x"], data["y"]
     score_x, score_y = x[:cfg["mnist_loss_images"] or len(x)], y[:cfg["mnist_loss_images"] or len(y)]
@@ -301,9 +361,7 @@ def run_mnist(cfg: dict, ctx: RunContext) -> dict[str, float]:
 
 # -- §4.2: the MNIST autoencoder ---------------------------------------------------------------------------------
 def run_autoencoder(cfg: dict, ctx: RunContext) -> dict[str, float]:
-    acts = parse_names(cfg["ae_activations"], "ae_activations", ACTIVATIONS)
-    lrs = parse_numbers(cfg["ae_lrs"], "ae_lrs")
-    encoder = parse_numbers(cfg["ae_encoder"], "ae_encoder", int)
+    acts, lrs, encoder = cfg["ae_activations"], cfg["ae_lrs"], cfg["ae_encoder"]
     data = mnist_tensors(cfg["ae_train"], cfg["test_images"])
     x = data["x"]
     baseline = float(F.mse_loss(x.mean(0).expand_as(data["x_test"]), data["x_test"]))  # predict the mean image
@@ -377,9 +435,7 @@ def train_cnn(key: str, data: dict, spec: str, dropout: list[float], variant: st
 
 
 def run_compare(cfg: dict, ctx: RunContext) -> dict[str, float]:
-    variants = parse_names(cfg["compare_variants"], "compare_variants", VARIANTS)
-    dropout = parse_numbers(cfg["compare_dropout"], "compare_dropout")
-    drops = parse_numbers(cfg["compare_lr_drops"], "compare_lr_drops", int)
+    variants, dropout, drops = cfg["compare_variants"], cfg["compare_dropout"], cfg["compare_lr_drops"]
     data = cifar_tensors(cfg["compare_dataset"], cfg["compare_train"], cfg["test_images"], cfg["cnn_zca"])
     metrics: dict[str, float] = {}
     for variant in variants:
@@ -400,9 +456,7 @@ def run_compare(cfg: dict, ctx: RunContext) -> dict[str, float]:
 
 
 def run_sota(cfg: dict, ctx: RunContext) -> dict[str, float]:
-    names = parse_names(cfg["sota_datasets"], "sota_datasets", CNN_DATASETS)
-    dropout = parse_numbers(cfg["sota_dropout"], "sota_dropout")
-    drops = parse_numbers(cfg["sota_lr_drops"], "sota_lr_drops", int)
+    names, dropout, drops = cfg["sota_datasets"], cfg["sota_dropout"], cfg["sota_lr_drops"]
     metrics: dict[str, float] = {}
     for name in names:
         key = f"sota_{name}"
@@ -418,7 +472,7 @@ def run_sota(cfg: dict, ctx: RunContext) -> dict[str, float]:
 
 
 def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
-    validate(cfg)
+    """One seed of every experiment; `cfg` has passed `validate` (the harness calls it first)."""
     metrics = {}
     for experiment in (run_mnist, run_autoencoder, run_compare, run_sota):
         metrics.update(experiment(cfg, ctx))
