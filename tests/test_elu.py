@@ -145,13 +145,15 @@ def test_missing_cifar100_is_one_clear_error():
         runner.cifar_tensors("cifar100", 10, 10, zca=False)
 
 
-@pytest.mark.parametrize("kill_at", [20, 40])
+@pytest.mark.parametrize("kill_at", [20, 40, 146])
 def test_resume_after_kill_matches_uninterrupted(tmp_path, kill_at):
     require_datasets(*runner.DATASETS)
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"]}
     # each smoke MNIST model logs 4 evaluations of 9 rows: call 20 is inside the first model, after its
-    # step-12 checkpoint; call 40 is inside the second, after the first one's done-marker
+    # step-12 checkpoint; call 40 is inside the second, after the first one's finished stage; call 146 is the
+    # second autoencoder's evaluation, after the first autoencoder's finished stage
     reference, resumed, ctx, _ = kill_then_resume("elu", runner.run, cfg, tmp_path, kill_at_log_call=kill_at)
     assert resumed == reference
+    assert sorted(ctx.arrays) == sorted(f"ae_lr0p01_{a}" for a in cfg["ae_activations"])  # finished stages' too
     rows = [(r["experiment"], r["model"], r.get("lr"), r.get("layer"), r["step"]) for r in ctx.curves]
     assert len(rows) == len(set(rows))

@@ -318,34 +318,35 @@ def run_mnist(cfg: dict, ctx: RunContext) -> dict[str, float]:
     evals = evenly(steps, cfg["mnist_epochs"] * cfg["mnist_evals_per_epoch"])
     metrics: dict[str, float] = {}
     losses: dict[str, list[float]] = {}
+
+    def train(act: str, key: str) -> dict:
+        seed_model(ctx, "mnist")
+        model = classifier(x.shape[1], cfg["mnist_hidden"], cfg["mnist_depth"], 10, act, cfg["elu_alpha"])
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg["mnist_lr"])
+
+        def evaluate(step, window_loss):
+            epoch = step / steps_per_epoch
+            train_loss = float(F.cross_entropy(batched(model, score_x), score_y))
+            ctx.log(step, experiment="mnist", model=act, epoch=epoch, train_loss=train_loss,
+                    window_loss=window_loss)
+            per_layer = median_unit_means(model(stat_x, keep_hidden=True)[1])
+            for layer, value in enumerate(per_layer, start=1):
+                ctx.log(step, experiment="mnist_activation", model=act, epoch=epoch, layer=layer,
+                        median_activation=value)
+
+        fit(key, model, optimizer, steps, cfg["mnist_batch"], len(x),
+            lambda idx: F.cross_entropy(model(x[idx]), y[idx]), evaluate, evals, ctx, cfg["checkpoint_every"])
+        curve = [r["train_loss"] for r in ctx.curves if r.get("experiment") == "mnist" and r["model"] == act]
+        median_abs = [abs(r["median_activation"]) for r in ctx.curves
+                      if r.get("experiment") == "mnist_activation" and r["model"] == act]
+        errors = (batched(model, data["x_test"]).argmax(1) != data["y_test"]).float().mean()
+        return {"metrics": {f"{key}_train_loss": curve[-1], f"{key}_test_error": float(errors),
+                            f"{key}_abs_median_activation": float(np.mean(median_abs)) if median_abs else 0.0},
+                "curve": curve}
+
     for act in acts:
         key = f"mnist_{act}"
-        done = ctx.restore(f"{key}_done")
-        if done is None:
-            seed_model(ctx, "mnist")
-            model = classifier(x.shape[1], cfg["mnist_hidden"], cfg["mnist_depth"], 10, act, cfg["elu_alpha"])
-            optimizer = torch.optim.SGD(model.parameters(), lr=cfg["mnist_lr"])
-            def evaluate(step, window_loss, model=model, act=act):
-                epoch = step / steps_per_epoch
-                train_loss = float(F.cross_entropy(batched(model, score_x), score_y))
-                ctx.log(step, experiment="mnist", model=act, epoch=epoch, train_loss=train_loss,
-                        window_loss=window_loss)
-                per_layer = median_unit_means(model(stat_x, keep_hidden=True)[1])
-                for layer, value in enumerate(per_layer, start=1):
-                    ctx.log(step, experiment="mnist_activation", model=act, epoch=epoch, layer=layer,
-                            median_activation=value)
-
-            fit(key, model, optimizer, steps, cfg["mnist_batch"], len(x),
-                lambda idx, model=model: F.cross_entropy(model(x[idx]), y[idx]),
-                evaluate, evals, ctx, cfg["checkpoint_every"])
-            curve = [r["train_loss"] for r in ctx.curves if r.get("experiment") == "mnist" and r["model"] == act]
-            median_abs = [abs(r["median_activation"]) for r in ctx.curves
-                          if r.get("experiment") == "mnist_activation" and r["model"] == act]
-            errors = (batched(model, data["x_test"]).argmax(1) != data["y_test"]).float().mean()
-            done = {"metrics": {f"{key}_train_loss": curve[-1], f"{key}_test_error": float(errors),
-                                f"{key}_abs_median_activation": float(np.mean(median_abs)) if median_abs else 0.0},
-                    "curve": curve}
-            ctx.checkpoint(f"{key}_done", done)
+        done = ctx.stage(key, lambda: train(act, key))
         metrics.update(done["metrics"])
         losses[act] = list(done["curve"])
     if "elu" in acts and len(acts) > 1:
@@ -369,29 +370,31 @@ def run_autoencoder(cfg: dict, ctx: RunContext) -> dict[str, float]:
     steps = steps_per_epoch * cfg["ae_epochs"]
     evals = evenly(steps, cfg["ae_epochs"] * cfg["ae_evals_per_epoch"])
     metrics: dict[str, float] = {}
+
+    def train(act: str, lr: float, key: str) -> dict:
+        seed_model(ctx, "ae")
+        model = autoencoder(x.shape[1], encoder, act, cfg["elu_alpha"])
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+
+        def mse(images):
+            return float(F.mse_loss(batched(model, images), images))
+
+        def evaluate(step, window_loss):
+            ctx.log(step, experiment="ae", model=act, lr=f"{lr:g}", epoch=step / steps_per_epoch,
+                    train_mse=mse(x[:10_000]), test_mse=mse(data["x_test"]), mean_image_mse=baseline)
+
+        fit(key, model, optimizer, steps, cfg["ae_batch"], len(x), lambda idx: F.mse_loss(model(x[idx]), x[idx]),
+            evaluate, evals, ctx, cfg["checkpoint_every"])
+        # the pictures are part of the stage's result, so a resumed run still draws them
+        return {"metrics": {f"{key}_train_mse": mse(x), f"{key}_test_mse": mse(data["x_test"])},
+                "arrays": {"originals": data["x_test"][:10].reshape(-1, 28, 28),
+                           "reconstructions": batched(model, data["x_test"][:10]).reshape(-1, 28, 28)}}
+
     for lr in lrs:
         for act in acts:
             key = f"ae_lr{lr_tag(lr)}_{act}"
-            done = ctx.restore(f"{key}_done")
-            if done is None:
-                seed_model(ctx, "ae")
-                model = autoencoder(x.shape[1], encoder, act, cfg["elu_alpha"])
-                optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-
-                def mse(images, model=model):
-                    return float(F.mse_loss(batched(model, images), images))
-
-                def evaluate(step, window_loss, act=act, lr=lr, mse=mse):
-                    ctx.log(step, experiment="ae", model=act, lr=f"{lr:g}", epoch=step / steps_per_epoch,
-                            train_mse=mse(x[:10_000]), test_mse=mse(data["x_test"]), mean_image_mse=baseline)
-
-                fit(key, model, optimizer, steps, cfg["ae_batch"], len(x),
-                    lambda idx, model=model: F.mse_loss(model(x[idx]), x[idx]),
-                    evaluate, evals, ctx, cfg["checkpoint_every"])
-                done = {"metrics": {f"{key}_train_mse": mse(x), f"{key}_test_mse": mse(data["x_test"])}}
-                ctx.save_arrays(key, originals=data["x_test"][:10].reshape(-1, 28, 28),
-                                reconstructions=batched(model, data["x_test"][:10]).reshape(-1, 28, 28))
-                ctx.checkpoint(f"{key}_done", done)
+            done = ctx.stage(key, lambda: train(act, lr, key))
+            ctx.save_arrays(key, **done["arrays"])
             metrics.update(done["metrics"])
         tag = lr_tag(lr)
         if "elu" in acts and len(acts) > 1:  # Fig. 3: ELU's error no higher than the others' (margin >= 0)
@@ -440,13 +443,13 @@ def run_compare(cfg: dict, ctx: RunContext) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for variant in variants:
         key = f"compare_{variant}"
-        done = ctx.restore(f"{key}_done")
-        if done is None:
+
+        def train(variant=variant, key=key):
             seed_model(ctx, "compare")
-            done = {"metrics": train_cnn(key, data, cfg["compare_net"], dropout, variant, cfg["compare_steps"], drops,
-                                         cfg["compare_augment"], cfg, ctx, "compare")}
-            ctx.checkpoint(f"{key}_done", done)
-        metrics.update(done["metrics"])
+            return train_cnn(key, data, cfg["compare_net"], dropout, variant, cfg["compare_steps"], drops,
+                             cfg["compare_augment"], cfg, ctx, "compare")
+
+        metrics.update(ctx.stage(key, train))
     if {"elu", "relu_bn"} <= set(variants):  # Fig. 4: ELU without BN trains at least as fast as ReLU with BN
         metrics["compare_elu_vs_relu_bn"] = (metrics["compare_relu_bn_train_loss_mean"]
                                              - metrics["compare_elu_train_loss_mean"])
@@ -460,14 +463,13 @@ def run_sota(cfg: dict, ctx: RunContext) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for name in names:
         key = f"sota_{name}"
-        done = ctx.restore(f"{key}_done")
-        if done is None:
+
+        def train(name=name, key=key):  # the data is loaded inside the stage: a finished one needs none
             data = cifar_tensors(name, cfg["sota_train"], cfg["test_images"], cfg["cnn_zca"])
             seed_model(ctx, "sota")
-            done = {"metrics": train_cnn(key, data, cfg["sota_net"], dropout, "elu", cfg["sota_steps"], drops, True, cfg, ctx,
-                                         key)}
-            ctx.checkpoint(f"{key}_done", done)
-        metrics.update(done["metrics"])
+            return train_cnn(key, data, cfg["sota_net"], dropout, "elu", cfg["sota_steps"], drops, True, cfg, ctx, key)
+
+        metrics.update(ctx.stage(key, train))
     return metrics
 
 
