@@ -142,7 +142,7 @@ def test_lr_tags_and_evaluation_points():
 @pytest.mark.skipif(available("cifar100"), reason="CIFAR-100 is present here")
 def test_missing_cifar100_is_one_clear_error():
     with pytest.raises(DatasetMissing, match="'cifar100' is missing cifar-100-binary.tar.gz"):
-        runner.cifar_tensors("cifar100", 10, 10, zca=False)
+        runner.cifar_tensors("cifar100", 10, 10, zca=False, device=torch.device("cpu"))
 
 
 @pytest.mark.parametrize("kill_at", [20, 40, 146])
@@ -157,3 +157,13 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, kill_at):
     assert sorted(ctx.arrays) == sorted(f"ae_lr0p01_{a}" for a in cfg["ae_activations"])  # finished stages' too
     rows = [(r["experiment"], r["model"], r.get("lr"), r.get("layer"), r["step"]) for r in ctx.curves]
     assert len(rows) == len(set(rows))
+
+
+def test_resume_inside_an_augmented_cnn_continues_the_augmentations_random_stream(tmp_path):
+    require_datasets(*runner.DATASETS)
+    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "mnist_activations": [], "ae_activations": [],
+           "compare_variants": ["elu"], "compare_augment": True}
+    runner.validate(cfg)
+    # the CNN logs at steps 2, 4, 6 and 8 and checkpoints every 3 steps: call 3 (step 6) resumes from step 3
+    reference, resumed, _, _ = kill_then_resume("elu", runner.run, cfg, tmp_path, kill_at_log_call=3)
+    assert resumed == reference

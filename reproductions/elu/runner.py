@@ -206,18 +206,22 @@ def seed_model(ctx: RunContext, experiment: str) -> None:
 
 
 # -- data --------------------------------------------------------------------------------------------------
-def mnist_tensors(train_images: int, test_images: int) -> dict[str, torch.Tensor]:
+def mnist_tensors(train_images: int, test_images: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Pixels / 255 as (N, 784) rows, read on the CPU and moved to `device` once (all of MNIST is 0.2 GB)."""
     from common.datasets import mnist
     (x, y), (xt, yt) = mnist("train"), mnist("test")
     n, nt = train_images or len(x), test_images or len(xt)
-    return {"x": torch.from_numpy(x[:n].reshape(n, -1).astype(np.float32) / 255), "y": torch.from_numpy(y[:n]),
+    data = {"x": torch.from_numpy(x[:n].reshape(n, -1).astype(np.float32) / 255), "y": torch.from_numpy(y[:n]),
             "x_test": torch.from_numpy(xt[:nt].reshape(nt, -1).astype(np.float32) / 255),
             "y_test": torch.from_numpy(yt[:nt])}
+    return {k: v.to(device) for k, v in data.items()}
 
 
-def cifar_tensors(name: str, train_images: int, test_images: int, zca: bool) -> dict[str, torch.Tensor]:
+def cifar_tensors(name: str, train_images: int, test_images: int, zca: bool,
+                  device: torch.device) -> dict[str, torch.Tensor]:
     """(N, 3, 32, 32) float images; with `zca`, globally contrast-normalized then ZCA-whitened by a
-    transform fitted on the training images used (§4.3)."""
+    transform fitted on the training images used (§4.3). Prepared on the CPU (the covariance in float64,
+    which not every accelerator has), then moved to `device` once."""
     from common import datasets
     (x, y), (xt, yt) = getattr(datasets, name)("train"), getattr(datasets, name)("test")
     n, nt = train_images or len(x), test_images or len(xt)
@@ -230,20 +234,22 @@ def cifar_tensors(name: str, train_images: int, test_images: int, zca: bool) -> 
     else:
         mean, std = x.mean((0, 2, 3), keepdim=True), x.std((0, 2, 3), keepdim=True)
         x, xt = (x - mean) / std, (xt - mean) / std
-    return {"x": x.contiguous(), "y": torch.from_numpy(y[:n]), "x_test": xt.contiguous(),
-            "y_test": torch.from_numpy(yt[:nt]), "classes": 100 if name == "cifar100" else 10}
+    return {"x": x.contiguous().to(device), "y": torch.from_numpy(y[:n]).to(device),
+            "x_test": xt.contiguous().to(device), "y_test": torch.from_numpy(yt[:nt]).to(device),
+            "classes": 100 if name == "cifar100" else 10}
 
 
 # -- one training loop for every model ------------------------------------------------------------------------
 class Batches:
-    """Minibatches from a fresh random permutation of the training set every epoch (torch's global stream)."""
+    """Minibatches from a fresh random permutation of the training set every epoch (torch's global stream
+    of `device`, where the indices are drawn and kept)."""
 
-    def __init__(self, n: int, batch: int):
-        self.n, self.batch, self.order, self.cursor = n, batch, None, 0
+    def __init__(self, n: int, batch: int, device: torch.device):
+        self.n, self.batch, self.device, self.order, self.cursor = n, batch, device, None, 0
 
     def next(self) -> torch.Tensor:
         if self.order is None or self.cursor + self.batch > self.n:
-            self.order, self.cursor = torch.randperm(self.n), 0
+            self.order, self.cursor = torch.randperm(self.n, device=self.device), 0
         idx = self.order[self.cursor:self.cursor + self.batch]
         self.cursor += self.batch
         return idx
@@ -257,11 +263,12 @@ class Batches:
 
 def fit(key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int, batch: int, n_train: int,
         loss_on, evaluate, eval_steps: list[int], ctx: RunContext, checkpoint_every: int,
-        lr_at=None) -> None:
+        lr_at=None, generator: torch.Generator | None = None) -> None:
     """Train for `steps` minibatches. `loss_on(idx)` returns the minibatch loss; at each step in
     `eval_steps`, `evaluate(step, window_loss)` logs (window_loss is the mean minibatch loss since the
-    previous evaluation). Resumable from checkpoints under `key`."""
-    batches = Batches(n_train, batch)
+    previous evaluation). Resumable from checkpoints under `key`, with `generator` (one `loss_on` draws
+    from, besides torch's global streams) where it was."""
+    batches = Batches(n_train, batch, ctx.device)
     saved = ctx.restore(key)
     step, window = 0, []
     if saved is not None:
@@ -269,6 +276,8 @@ def fit(key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step
         optimizer.load_state_dict(saved["optimizer"])
         batches.load(saved["batches"])
         step, window = saved["step"], list(saved["window"])
+        if generator is not None:
+            generator.set_state(saved["generator"].cpu())  # a generator's state is a CPU tensor on any device
     pending = [s for s in eval_steps if s > step]
     clock, first = time.perf_counter(), step
     model.train()
@@ -289,8 +298,9 @@ def fit(key: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step
             model.train()
             window = []
         if step % checkpoint_every == 0 and step < steps:
+            extra = {} if generator is None else {"generator": generator.get_state()}
             ctx.checkpoint(key, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "batches": batches.state(), "step": step, "window": window})
+                                 "batches": batches.state(), "step": step, "window": window, **extra})
     if steps > first:
         ctx.record_throughput(f"{key}_steps_per_s", (steps - first) / (time.perf_counter() - clock))
     model.eval()
@@ -309,7 +319,7 @@ def batched(fn, x: torch.Tensor, size: int = 2000) -> torch.Tensor:
 # -- §4.1: the MNIST classifier ------------------------------------------------------------------------------
 def run_mnist(cfg: dict, ctx: RunContext) -> dict[str, float]:
     acts = cfg["mnist_activations"]
-    data = mnist_tensors(cfg["mnist_train"], cfg["test_images"])
+    data = mnist_tensors(cfg["mnist_train"], cfg["test_images"], ctx.device)
     x, y = data["x"], data["y"]
     score_x, score_y = x[:cfg["mnist_loss_images"] or len(x)], y[:cfg["mnist_loss_images"] or len(y)]
     stat_x = x[:cfg["mnist_stat_images"]]
@@ -321,7 +331,7 @@ def run_mnist(cfg: dict, ctx: RunContext) -> dict[str, float]:
 
     def train(act: str, key: str) -> dict:
         seed_model(ctx, "mnist")
-        model = classifier(x.shape[1], cfg["mnist_hidden"], cfg["mnist_depth"], 10, act, cfg["elu_alpha"])
+        model = classifier(x.shape[1], cfg["mnist_hidden"], cfg["mnist_depth"], 10, act, cfg["elu_alpha"]).to(ctx.device)
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg["mnist_lr"])
 
         def evaluate(step, window_loss):
@@ -363,7 +373,7 @@ def run_mnist(cfg: dict, ctx: RunContext) -> dict[str, float]:
 # -- §4.2: the MNIST autoencoder ---------------------------------------------------------------------------------
 def run_autoencoder(cfg: dict, ctx: RunContext) -> dict[str, float]:
     acts, lrs, encoder = cfg["ae_activations"], cfg["ae_lrs"], cfg["ae_encoder"]
-    data = mnist_tensors(cfg["ae_train"], cfg["test_images"])
+    data = mnist_tensors(cfg["ae_train"], cfg["test_images"], ctx.device)
     x = data["x"]
     baseline = float(F.mse_loss(x.mean(0).expand_as(data["x_test"]), data["x_test"]))  # predict the mean image
     steps_per_epoch = len(x) // cfg["ae_batch"]
@@ -373,7 +383,7 @@ def run_autoencoder(cfg: dict, ctx: RunContext) -> dict[str, float]:
 
     def train(act: str, lr: float, key: str) -> dict:
         seed_model(ctx, "ae")
-        model = autoencoder(x.shape[1], encoder, act, cfg["elu_alpha"])
+        model = autoencoder(x.shape[1], encoder, act, cfg["elu_alpha"]).to(ctx.device)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr)
 
         def mse(images):
@@ -415,11 +425,12 @@ def train_cnn(key: str, data: dict, spec: str, dropout: list[float], variant: st
     act, batch_norm = variant.removesuffix("_bn"), variant.endswith("_bn")
     # the stacks, then one 1×1 layer with a unit per class, averaged over the map (§4.3-4.4)
     spec = f"{spec}|{data['classes']}x1"
-    model = StackedCNN(spec, 3, data["x"].shape[-1], act, batch_norm, dropout, cfg["elu_alpha"])
+    # initialized on the CPU (the same draws on every device), then moved
+    model = StackedCNN(spec, 3, data["x"].shape[-1], act, batch_norm, dropout, cfg["elu_alpha"]).to(ctx.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg["cnn_lr"], momentum=cfg["cnn_momentum"],
                                 weight_decay=cfg["cnn_weight_decay"])
     x, y = data["x"], data["y"]
-    generator = torch.Generator().manual_seed(ctx.seed)
+    generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)  # the augmentation's, on the device
 
     def loss_on(idx):
         images = pad_crop_flip(x[idx], cfg["cnn_pad"], generator) if augment else x[idx]
@@ -430,7 +441,8 @@ def train_cnn(key: str, data: dict, spec: str, dropout: list[float], variant: st
                 train_loss=window_loss)
 
     fit(key, model, optimizer, steps, cfg["cnn_batch"], len(x), loss_on, evaluate, evenly(steps, cfg["cnn_evals"]),
-        ctx, cfg["checkpoint_every"], lr_at=lambda step: cfg["cnn_lr"] * 0.1 ** sum(step > d for d in drops))
+        ctx, cfg["checkpoint_every"], lr_at=lambda step: cfg["cnn_lr"] * 0.1 ** sum(step > d for d in drops),
+        generator=generator if augment else None)
     curve = [r["train_loss"] for r in ctx.curves if r.get("experiment") == experiment and r["model"] == variant]
     errors = (batched(model, data["x_test"], 500).argmax(1) != data["y_test"]).float().mean()
     return {f"{key}_train_loss_mean": float(np.mean(curve)), f"{key}_final_train_loss": curve[-1],
@@ -439,7 +451,7 @@ def train_cnn(key: str, data: dict, spec: str, dropout: list[float], variant: st
 
 def run_compare(cfg: dict, ctx: RunContext) -> dict[str, float]:
     variants, dropout, drops = cfg["compare_variants"], cfg["compare_dropout"], cfg["compare_lr_drops"]
-    data = cifar_tensors(cfg["compare_dataset"], cfg["compare_train"], cfg["test_images"], cfg["cnn_zca"])
+    data = cifar_tensors(cfg["compare_dataset"], cfg["compare_train"], cfg["test_images"], cfg["cnn_zca"], ctx.device)
     metrics: dict[str, float] = {}
     for variant in variants:
         key = f"compare_{variant}"
@@ -465,7 +477,7 @@ def run_sota(cfg: dict, ctx: RunContext) -> dict[str, float]:
         key = f"sota_{name}"
 
         def train(name=name, key=key):  # the data is loaded inside the stage: a finished one needs none
-            data = cifar_tensors(name, cfg["sota_train"], cfg["test_images"], cfg["cnn_zca"])
+            data = cifar_tensors(name, cfg["sota_train"], cfg["test_images"], cfg["cnn_zca"], ctx.device)
             seed_model(ctx, "sota")
             return train_cnn(key, data, cfg["sota_net"], dropout, "elu", cfg["sota_steps"], drops, True, cfg, ctx, key)
 
