@@ -14,7 +14,7 @@ from reproductions.elu import runner
 from reproductions.elu.elu import (SReLU, StackedCNN, activation, autoencoder, classifier, median_unit_means,
                                    pad_crop_flip, parse_stacks)
 from tests.conftest import assert_usage_error, require_datasets
-from tests.resume import kill_then_resume
+from tests.resume import kill_then_resume, smoke_context
 
 X = torch.linspace(-4, 4, 81)
 
@@ -167,3 +167,17 @@ def test_resume_inside_an_augmented_cnn_continues_the_augmentations_random_strea
     # the CNN logs at steps 2, 4, 6 and 8 and checkpoints every 3 steps: call 3 (step 6) resumes from step 3
     reference, resumed, _, _ = kill_then_resume("elu", runner.run, cfg, tmp_path, kill_at_log_call=3)
     assert resumed == reference
+
+
+def test_an_autoencoder_that_blows_up_is_a_result_not_the_end_of_the_run(tmp_path):
+    require_datasets("mnist", "cifar10")
+    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "mnist_activations": [], "compare_variants": [],
+           "ae_lrs": [5.0]}
+    runner.validate(cfg)
+    torch.manual_seed(0)
+    metrics = runner.run(cfg, smoke_context("elu", tmp_path, resume=False))
+    # at lr 5 the ELU net's reconstruction error goes NaN at its first evaluation; ReLU's stays finite
+    assert metrics["ae_lr5_elu_diverged"] == 1.0 and metrics["ae_lr5_elu_diverged_step"] == 10.0
+    assert metrics["ae_lr5_relu_diverged"] == 0.0 and "ae_lr5_relu_test_mse" in metrics
+    assert "ae_lr5_elu_test_mse" not in metrics and "ae_lr5_elu_margin" not in metrics  # no number to compare
+    assert all(math.isfinite(v) for v in metrics.values())

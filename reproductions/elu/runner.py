@@ -393,10 +393,15 @@ def run_autoencoder(cfg: dict, ctx: RunContext) -> dict[str, float]:
             ctx.log(step, experiment="ae", model=act, lr=f"{lr:g}", epoch=step / steps_per_epoch,
                     train_mse=mse(x[:10_000]), test_mse=mse(data["x_test"]), mean_image_mse=baseline)
 
-        fit(key, model, optimizer, steps, cfg["ae_batch"], len(x), lambda idx: F.mse_loss(model(x[idx]), x[idx]),
-            evaluate, evals, ctx, cfg["checkpoint_every"])
+        # at a high learning rate one net may blow up: its NaN is this net's result, not the end of the run
+        with ctx.may_diverge(key) as outcome:
+            fit(key, model, optimizer, steps, cfg["ae_batch"], len(x), lambda idx: F.mse_loss(model(x[idx]), x[idx]),
+                evaluate, evals, ctx, cfg["checkpoint_every"])
+        if outcome.diverged:
+            return {"metrics": {}, "divergence": outcome.metrics(), "arrays": {}}
         # the pictures are part of the stage's result, so a resumed run still draws them
         return {"metrics": {f"{key}_train_mse": mse(x), f"{key}_test_mse": mse(data["x_test"])},
+                "divergence": outcome.metrics(),
                 "arrays": {"originals": data["x_test"][:10].reshape(-1, 28, 28),
                            "reconstructions": batched(model, data["x_test"][:10]).reshape(-1, 28, 28)}}
 
@@ -404,16 +409,20 @@ def run_autoencoder(cfg: dict, ctx: RunContext) -> dict[str, float]:
         for act in acts:
             key = f"ae_lr{lr_tag(lr)}_{act}"
             done = ctx.stage(key, lambda: train(act, lr, key))
-            ctx.save_arrays(key, **done["arrays"])
+            if done["arrays"]:
+                ctx.save_arrays(key, **done["arrays"])
             metrics.update(done["metrics"])
+            metrics.update(done["divergence"])
         tag = lr_tag(lr)
-        if "elu" in acts and len(acts) > 1:  # Fig. 3: ELU's error no higher than the others' (margin >= 0)
-            metrics[f"ae_lr{tag}_elu_margin"] = (min(metrics[f"ae_lr{tag}_{a}_test_mse"] for a in acts if a != "elu")
+        trained = [a for a in acts if f"ae_lr{tag}_{a}_test_mse" in metrics]  # the nets that did not diverge
+        if "elu" in trained and len(trained) > 1:  # Fig. 3: ELU's error no higher than the others' (margin >= 0)
+            metrics[f"ae_lr{tag}_elu_margin"] = (min(metrics[f"ae_lr{tag}_{a}_test_mse"] for a in trained if a != "elu")
                                                  - metrics[f"ae_lr{tag}_elu_test_mse"])
         # how many of the nets reconstruct better than the mean training image: below it, the comparison
-        # is about the units; above it, about which net reached the trivial solution first
+        # is about the units; above it, about which net reached the trivial solution first (a diverged net
+        # does not count)
         metrics[f"ae_lr{tag}_below_mean_image"] = float(sum(metrics[f"ae_lr{tag}_{a}_test_mse"] < baseline
-                                                            for a in acts))
+                                                            for a in trained))
     metrics["ae_mean_image_test_mse"] = baseline
     return metrics
 
