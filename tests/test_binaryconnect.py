@@ -194,7 +194,8 @@ def test_counting_does_not_touch_the_random_stream_or_the_mode():
 
 
 def test_cnn_shapes_follow_the_official_architecture():
-    model = runner.build("cifar10", "full", False, {**runner.CONFIG, "cnn_channels": [2, 2, 2, 2, 2, 2, 3], "cnn_fc": 5})
+    model = runner.build("cifar10", "full", False,
+                         {**runner.CONFIG, "cnn_channels": [2, 2, 2, 2, 2, 2, 3], "cnn_fc": 5})
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     convs = [m for m in model if isinstance(m, QuantizedConv2d)]
     assert [tuple(c.weight.shape[2:]) for c in convs] == [(3, 3), (3, 3)] + [(2, 2)] * 5

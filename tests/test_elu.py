@@ -102,7 +102,8 @@ def test_every_model_of_an_experiment_starts_from_the_same_weights():
 def test_bad_configs_are_usage_errors_naming_the_key_and_what_is_valid():
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"]}
     for overrides, message in [
-            ({"mnist_activations": ["elu", "gelu"]}, "mnist_activations: unknown 'gelu'; valid: elu, relu, lrelu, srelu"),
+            ({"mnist_activations": ["elu", "gelu"]},
+             "mnist_activations: unknown 'gelu'; valid: elu, relu, lrelu, srelu"),
             ({"mnist_activations": "elu,relu"}, "mnist_activations takes a list"),
             ({"compare_variants": ["elu", "elu"]}, "compare_variants: elu listed more than once"),
             ({"compare_dataset": "svhn"}, "compare_dataset: unknown 'svhn'; valid: cifar10, cifar100"),
@@ -125,9 +126,10 @@ def test_bad_configs_are_usage_errors_naming_the_key_and_what_is_valid():
     runner.validate({**cfg, **runner.FEW_STEPS})
 
 
-@pytest.mark.parametrize("setting, key", [("mnist_epochs=-1", "mnist_epochs"), ("compare_dropout=0,2,0", "compare_dropout"),
-                                          ("ae_activations=elu,gelu", "ae_activations"), ("mnist_lr=abc", "mnist_lr"),
-                                          ("ae_lrs=0.01,fast", "ae_lrs")])
+@pytest.mark.parametrize("setting, key", [("mnist_epochs=-1", "mnist_epochs"),
+                                          ("compare_dropout=0,2,0", "compare_dropout"),
+                                          ("ae_activations=elu,gelu", "ae_activations"),
+                                          ("mnist_lr=abc", "mnist_lr"), ("ae_lrs=0.01,fast", "ae_lrs")])
 def test_out_of_range_or_mistyped_settings_exit_2_with_one_line_naming_the_key(setting, key, tmp_path, monkeypatch,
                                                                                 capsys):
     line = assert_usage_error("elu", setting, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)

@@ -65,7 +65,8 @@ CONFIG = {
 
 TIERS = {
     # seconds, deterministic: tiny nets and subsets, two epochs
-    "smoke": {"datasets": ["mnist", "cifar10"], "mnist_variants": ["full", "binary_det", "binary_stoch_qb", "ternary_qb"],
+    "smoke": {"datasets": ["mnist", "cifar10"],
+              "mnist_variants": ["full", "binary_det", "binary_stoch_qb", "ternary_qb"],
               "cifar10_variants": ["full", "ternary_qb"], "mnist_hidden": 32, "mnist_train": 1000, "mnist_valid": 500,
               "mnist_epochs": 2, "mnist_batch": 100, "cnn_channels": [4, 4, 8, 8, 8, 8, 16], "cnn_fc": 16,
               "cifar10_train": 400, "cifar10_valid": 200, "cifar10_epochs": 2, "eval_every": 1,
@@ -76,8 +77,8 @@ TIERS = {
             "cnn_channels": [16, 16, 32, 32, 64, 64, 128], "cnn_fc": 128, "cifar10_train": 10000,
             "cifar10_valid": 2000, "cifar10_epochs": 15, "eval_every": 3, "bn_stats_examples": 10000},
 }
-FEW_STEPS = {"datasets": ["mnist", "cifar10"], "mnist_variants": ["binary_stoch_qb"], "cifar10_variants": ["ternary_qb"],
-             "mnist_train": 400, "mnist_valid": 200, "mnist_epochs": 1, "cifar10_train": 200, "cifar10_valid": 100,
+FEW_STEPS = {"datasets": ["mnist", "cifar10"], "mnist_variants": ["binary_stoch_qb"],
+             "cifar10_variants": ["ternary_qb"], "mnist_train": 400, "mnist_valid": 200, "mnist_epochs": 1, "cifar10_train": 200, "cifar10_valid": 100,
              "cifar10_epochs": 1, "bn_stats_examples": 200}
 LIBRARIES = ()
 DATASETS = ("mnist", "cifar10")  # svhn is read only when `datasets` names it (the paper tier)

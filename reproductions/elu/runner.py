@@ -170,7 +170,8 @@ def validate(cfg: dict) -> None:
                        ("compare_variants", VARIANTS), ("sota_datasets", CNN_DATASETS)):
         _once_each(key, check_names(key, cfg[key], valid))
     if not isinstance(cfg["compare_dataset"], str):
-        raise UsageError(f"compare_dataset takes one name from {', '.join(CNN_DATASETS)}, got {cfg['compare_dataset']!r}")
+        raise UsageError(f"compare_dataset takes one name from {', '.join(CNN_DATASETS)}, "
+                         f"got {cfg['compare_dataset']!r}")
     check_names("compare_dataset", cfg["compare_dataset"], CNN_DATASETS)
     _once_each("ae_lrs", list(cfg["ae_lrs"]))
     _integers("ae_encoder", cfg["ae_encoder"], 1)
@@ -331,7 +332,8 @@ def run_mnist(cfg: dict, ctx: RunContext) -> dict[str, float]:
 
     def train(act: str, key: str) -> dict:
         seed_model(ctx, "mnist")
-        model = classifier(x.shape[1], cfg["mnist_hidden"], cfg["mnist_depth"], 10, act, cfg["elu_alpha"]).to(ctx.device)
+        model = classifier(x.shape[1], cfg["mnist_hidden"], cfg["mnist_depth"], 10, act, cfg["elu_alpha"])
+        model = model.to(ctx.device)
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg["mnist_lr"])
 
         def evaluate(step, window_loss):
