@@ -18,8 +18,8 @@ from reproductions.binaryconnect.binaryconnect import (QuantizedBackpropConv2d, 
                                                        QuantizedConv2d, QuantizedLinear, count_multiplications,
                                                        exponent_range, hard_sigmoid, mlp, quantize_weights,
                                                        round_to_power_of_two, squared_hinge_loss)
-from tests.conftest import require_datasets
-from tests.resume import kill_then_resume
+from tests.conftest import assert_usage_error, require_datasets
+from tests.resume import kill_then_resume, smoke_context
 
 EXPONENTS = exponent_range(3, 3)
 
@@ -194,7 +194,8 @@ def test_counting_does_not_touch_the_random_stream_or_the_mode():
 
 
 def test_cnn_shapes_follow_the_official_architecture():
-    model = runner.build("cifar10", "full", False, {**runner.CONFIG, "cnn_channels": "2,2,2,2,2,2,3", "cnn_fc": 5})
+    model = runner.build("cifar10", "full", False,
+                         {**runner.CONFIG, "cnn_channels": [2, 2, 2, 2, 2, 2, 3], "cnn_fc": 5})
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     convs = [m for m in model if isinstance(m, QuantizedConv2d)]
     assert [tuple(c.weight.shape[2:]) for c in convs] == [(3, 3), (3, 3)] + [(2, 2)] * 5
@@ -207,39 +208,63 @@ def test_bad_variants_and_lists_are_usage_errors_naming_what_is_valid():
     assert runner.parse_variant("full") == ("full", False)
     with pytest.raises(UsageError, match="optionally with '_qb'"):
         runner.parse_variant("binary_qb")
-    with pytest.raises(UsageError, match=r"mnist_train must be in \[1, 50000\]"):
-        runner.split_sizes({"mnist_train": 60000, "mnist_valid": 100}, "mnist", 60000, 50000)
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"]}
-    for overrides, message in [({"datasets": "mnist,imagenet"}, "valid: mnist, cifar10, svhn"),
-                               ({"datasets": ""}, "datasets is empty"),
-                               ({"cnn_channels": "8,8,8"}, "7 comma-separated"),
-                               ({"mnist_variants": "full,binary"}, "unknown variant 'binary'"),
-                               ({"cifar10_epochs": 0}, "cifar10_epochs, cifar10_batch and eval_every"),
-                               ({"mnist_train": 50}, r"mnist_train \(50\) must be at least mnist_batch \(100\)")]:
+    for overrides, message in [({"datasets": ["mnist", "imagenet"]}, "valid: mnist, cifar10, svhn"),
+                               ({"datasets": []}, "datasets is empty"),
+                               ({"datasets": "mnist,cifar10"}, "datasets takes a list"),
+                               ({"datasets": ["mnist", "mnist"]}, "datasets: mnist listed more than once"),
+                               ({"cnn_channels": [8, 8, 8]}, "cnn_channels must list 7 channel counts"),
+                               ({"cnn_channels": [8, 8, 8, 0, 8, 8, 8]}, "cnn_channels must be >= 1"),
+                               ({"mnist_variants": ["full", "binary"]}, "mnist_variants: unknown variant 'binary'"),
+                               ({"svhn_variants": []}, "svhn_variants is empty"),  # checked though not named
+                               ({"cifar10_epochs": 0}, "cifar10_epochs must be >= 1"),
+                               ({"mnist_batch": 1.5}, "mnist_batch takes an integer"),
+                               ({"mnist_lr_end": 0.5}, r"mnist_lr_end \(0.5\) must be <= mnist_lr_start"),
+                               ({"cifar10_lr_start": -0.3}, "cifar10_lr_start must be > 0"),
+                               ({"mnist_train": 60000}, r"mnist_train must be in \[1, 50000\]"),
+                               ({"mnist_valid": 20000}, r"mnist_valid must be in \[1, 10000\]"),
+                               ({"svhn_train": 70000}, r"svhn_train must be in \[1, 67257\]"),
+                               ({"mnist_train": 50}, r"mnist_train \(50\) must be at least mnist_batch \(100\)"),
+                               ({"qb_max_exponent": 200}, "float32 holds -126 … 127"),
+                               ({"bn_epsilon": 0.0}, "bn_epsilon must be > 0")]:
         with pytest.raises(UsageError, match=message):
             runner.validate({**cfg, **overrides})
-    assert runner.validate(cfg) == {"mnist": cfg["mnist_variants"].split(","),
-                                    "cifar10": cfg["cifar10_variants"].split(",")}
+    runner.validate(cfg)
+    runner.validate({**runner.CONFIG})
+    runner.validate({**runner.CONFIG, **runner.TIERS["cpu"]})
+    runner.validate({**cfg, **runner.FEW_STEPS})
+
+
+@pytest.mark.parametrize("setting, key", [("cifar10_epochs=-2", "cifar10_epochs"), ("mnist_valid=0", "mnist_valid"),
+                                          ("cifar10_variants=full,quaternary", "cifar10_variants"),
+                                          ("mnist_lr_start=abc", "mnist_lr_start"),
+                                          ("cnn_channels=8,8,wide", "cnn_channels")])
+def test_out_of_range_or_mistyped_settings_exit_2_with_one_line_naming_the_key(setting, key, tmp_path, monkeypatch,
+                                                                                capsys):
+    line = assert_usage_error("binaryconnect", setting, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert key in line
 
 
 def test_bad_input_is_a_usage_error_before_anything_trains_and_writes_no_record(results_dir):
     require_datasets(*runner.DATASETS)  # run_one verifies them before the runner sees its config
     with pytest.raises(UsageError, match="datasets: unknown 'imagenet'"):
-        run_one("binaryconnect", "smoke", 0, overrides={"datasets": "mnist,imagenet"})
+        run_one("binaryconnect", "smoke", 0, overrides={"datasets": ["mnist", "imagenet"]})
     assert not any(results_dir.rglob("*.json"))
 
 
 @pytest.mark.skipif(available("svhn"), reason="SVHN is present here; the missing-data path cannot be shown")
-def test_a_missing_svhn_fails_in_one_line_before_any_training(monkeypatch, results_dir, capsys):
+def test_a_missing_svhn_fails_in_one_line_before_any_training(monkeypatch, results_dir, capsys, tmp_path):
     def offline(entry, target):
         raise OSError("no network in this test")
 
     monkeypatch.setattr(common.data, "_download", offline)
     from common.datasets import svhn
     svhn.cache_clear()
-    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "datasets": "mnist,svhn"}
+    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "datasets": ["mnist", "svhn"]}
+    ctx = smoke_context("binaryconnect", tmp_path, resume=False)
     with pytest.raises(DatasetMissing, match=r"dataset 'svhn' is missing train_32x32\.mat") as err:
-        runner.run(cfg, ctx=None)  # the data is loaded before any network is built: no context is needed
+        runner.run(cfg, ctx)  # the data is loaded before any network is built
+    assert not ctx.curves and not (tmp_path / "ckpt").exists()
     assert "\n" not in str(err.value)
     assert main(["run", "binaryconnect", "--tier", "smoke", "--quiet", "--set", "datasets=mnist,svhn"]) == 2
     message = capsys.readouterr().err.strip()
@@ -249,11 +274,11 @@ def test_a_missing_svhn_fails_in_one_line_before_any_training(monkeypatch, resul
 
 @pytest.mark.skipif(not (available("mnist") and available("cifar10")), reason="datasets missing")
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
-    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "mnist_variants": "full,binary_stoch_qb",
-           "cifar10_variants": "ternary_qb"}
+    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "mnist_variants": ["full", "binary_stoch_qb"],
+           "cifar10_variants": ["ternary_qb"]}
     # killed at the 4th log call: the second epoch of mnist binary_stoch_qb, after its first checkpoint
     reference, resumed, ctx, ckpt = kill_then_resume("binaryconnect", runner.run, cfg, tmp_path, kill_at_log_call=4)
-    assert (ckpt / "mnist_full_done.pt").exists() and (ckpt / "mnist_binary_stoch_qb.pt").exists()
+    assert (ckpt / "stage-mnist_full.pt").exists() and (ckpt / "mnist_binary_stoch_qb.pt").exists()
     assert resumed == reference
     rows = [(r["dataset"], r["variant"], r["step"]) for r in ctx.curves]
     assert len(rows) == len(set(rows))

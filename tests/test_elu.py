@@ -13,8 +13,8 @@ from common.papers import UsageError
 from reproductions.elu import runner
 from reproductions.elu.elu import (SReLU, StackedCNN, activation, autoencoder, classifier, median_unit_means,
                                    pad_crop_flip, parse_stacks)
-from tests.conftest import require_datasets
-from tests.resume import kill_then_resume
+from tests.conftest import assert_usage_error, require_datasets
+from tests.resume import kill_then_resume, smoke_context
 
 X = torch.linspace(-4, 4, 81)
 
@@ -99,18 +99,41 @@ def test_every_model_of_an_experiment_starts_from_the_same_weights():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-def test_bad_lists_are_usage_errors_naming_what_is_valid():
+def test_bad_configs_are_usage_errors_naming_the_key_and_what_is_valid():
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"]}
-    with pytest.raises(UsageError, match="mnist_activations: unknown 'gelu'; valid: elu, relu, lrelu, srelu"):
-        runner.validate({**cfg, "mnist_activations": "elu,gelu"})
-    with pytest.raises(UsageError, match="ae_lrs must be comma-separated floats"):
-        runner.validate({**cfg, "ae_lrs": "0.01,fast"})
-    with pytest.raises(UsageError, match="compare_dropout gives 2 rates for 3 stacks"):
-        runner.validate({**cfg, "compare_dropout": "0,0"})
-    with pytest.raises(UsageError, match="sota_net"):
-        runner.validate({**cfg, "sota_net": "384x3|oops"})
+    for overrides, message in [
+            ({"mnist_activations": ["elu", "gelu"]},
+             "mnist_activations: unknown 'gelu'; valid: elu, relu, lrelu, srelu"),
+            ({"mnist_activations": "elu,relu"}, "mnist_activations takes a list"),
+            ({"compare_variants": ["elu", "elu"]}, "compare_variants: elu listed more than once"),
+            ({"compare_dataset": "svhn"}, "compare_dataset: unknown 'svhn'; valid: cifar10, cifar100"),
+            ({"ae_lrs": [0.01, -0.1]}, "ae_lrs must be > 0"),
+            ({"ae_encoder": []}, "ae_encoder is empty"),
+            ({"mnist_epochs": 0}, r"mnist_epochs must be >= 1"),
+            ({"mnist_depth": 2.5}, "mnist_depth takes an integer"),
+            ({"mnist_train": 70_000}, r"mnist_train must be in \[0, 60000\]"),
+            ({"ae_train": 10}, r"ae_train \(10\) must be 0 \(all\) or at least ae_batch \(64\)"),
+            ({"cnn_momentum": 1.5}, r"cnn_momentum must be in \[0, 1\]"),
+            ({"compare_dropout": [0.0, 0.0]}, "compare_dropout gives 2 rates for 3 stacks"),
+            ({"compare_dropout": [0.0, 1.5, 0.0]}, r"compare_dropout must be in \[0, 1\] \(a dropout rate\)"),
+            ({"sota_net": "384x3|oops"}, "sota_net"),
+            ({"cnn_zca": "yes"}, "cnn_zca takes true or false")]:
+        with pytest.raises(UsageError, match=message):
+            runner.validate({**cfg, **overrides})
     runner.validate(cfg)
     runner.validate({**runner.CONFIG})
+    runner.validate({**runner.CONFIG, **runner.TIERS["cpu"]})
+    runner.validate({**cfg, **runner.FEW_STEPS})
+
+
+@pytest.mark.parametrize("setting, key", [("mnist_epochs=-1", "mnist_epochs"),
+                                          ("compare_dropout=0,2,0", "compare_dropout"),
+                                          ("ae_activations=elu,gelu", "ae_activations"),
+                                          ("mnist_lr=abc", "mnist_lr"), ("ae_lrs=0.01,fast", "ae_lrs")])
+def test_out_of_range_or_mistyped_settings_exit_2_with_one_line_naming_the_key(setting, key, tmp_path, monkeypatch,
+                                                                                capsys):
+    line = assert_usage_error("elu", setting, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert key in line
 
 
 def test_lr_tags_and_evaluation_points():
@@ -121,16 +144,42 @@ def test_lr_tags_and_evaluation_points():
 @pytest.mark.skipif(available("cifar100"), reason="CIFAR-100 is present here")
 def test_missing_cifar100_is_one_clear_error():
     with pytest.raises(DatasetMissing, match="'cifar100' is missing cifar-100-binary.tar.gz"):
-        runner.cifar_tensors("cifar100", 10, 10, zca=False)
+        runner.cifar_tensors("cifar100", 10, 10, zca=False, device=torch.device("cpu"))
 
 
-@pytest.mark.parametrize("kill_at", [20, 40])
+@pytest.mark.parametrize("kill_at", [20, 40, 146])
 def test_resume_after_kill_matches_uninterrupted(tmp_path, kill_at):
     require_datasets(*runner.DATASETS)
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"]}
     # each smoke MNIST model logs 4 evaluations of 9 rows: call 20 is inside the first model, after its
-    # step-12 checkpoint; call 40 is inside the second, after the first one's done-marker
+    # step-12 checkpoint; call 40 is inside the second, after the first one's finished stage; call 146 is the
+    # second autoencoder's evaluation, after the first autoencoder's finished stage
     reference, resumed, ctx, _ = kill_then_resume("elu", runner.run, cfg, tmp_path, kill_at_log_call=kill_at)
     assert resumed == reference
+    assert sorted(ctx.arrays) == sorted(f"ae_lr0p01_{a}" for a in cfg["ae_activations"])  # finished stages' too
     rows = [(r["experiment"], r["model"], r.get("lr"), r.get("layer"), r["step"]) for r in ctx.curves]
     assert len(rows) == len(set(rows))
+
+
+def test_resume_inside_an_augmented_cnn_continues_the_augmentations_random_stream(tmp_path):
+    require_datasets(*runner.DATASETS)
+    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "mnist_activations": [], "ae_activations": [],
+           "compare_variants": ["elu"], "compare_augment": True}
+    runner.validate(cfg)
+    # the CNN logs at steps 2, 4, 6 and 8 and checkpoints every 3 steps: call 3 (step 6) resumes from step 3
+    reference, resumed, _, _ = kill_then_resume("elu", runner.run, cfg, tmp_path, kill_at_log_call=3)
+    assert resumed == reference
+
+
+def test_an_autoencoder_that_blows_up_is_a_result_not_the_end_of_the_run(tmp_path):
+    require_datasets("mnist", "cifar10")
+    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "mnist_activations": [], "compare_variants": [],
+           "ae_lrs": [5.0]}
+    runner.validate(cfg)
+    torch.manual_seed(0)
+    metrics = runner.run(cfg, smoke_context("elu", tmp_path, resume=False))
+    # at lr 5 the ELU net's reconstruction error goes NaN at its first evaluation; ReLU's stays finite
+    assert metrics["ae_lr5_elu_diverged"] == 1.0 and metrics["ae_lr5_elu_diverged_step"] == 10.0
+    assert metrics["ae_lr5_relu_diverged"] == 0.0 and "ae_lr5_relu_test_mse" in metrics
+    assert "ae_lr5_elu_test_mse" not in metrics and "ae_lr5_elu_margin" not in metrics  # no number to compare
+    assert all(math.isfinite(v) for v in metrics.values())

@@ -204,6 +204,14 @@ def cnn(channels: list[int], fc: int, n_out: int, mode: str, quantized_backprop:
     return nn.Sequential(*blocks)
 
 
+def fork_rng(device: torch.device):
+    """`torch.random.fork_rng` for the CPU stream and, when `device` is an accelerator, its stream too: the
+    draws made inside leave both where they were."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=[device], device_type=device.type)
+
+
 def squared_hinge_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The L2-SVM loss: targets t ∈ {-1, +1} per class, Σ_k max(0, 1 - t_k·y_k)², averaged over the batch."""
     targets = 2 * F.one_hot(labels, scores.shape[1]).to(scores.dtype) - 1
@@ -230,7 +238,7 @@ def count_multiplications(model: nn.Sequential, x: torch.Tensor) -> dict[str, in
     was_training = model.training
     try:
         model.train()
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.no_grad(), fork_rng(x.device):
             scores = model(x)
     finally:
         for h in hooks:

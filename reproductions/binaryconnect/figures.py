@@ -52,15 +52,16 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                          "95% band); binary_stoch_qb is the paper's binary connect + QB, ternary_qb its ternary "
                          "connect + QB.", path))
     if runs:
-        first = min(runs, key=lambda r: r.seed).record
+        first = min(runs, key=lambda r: r.seed)
+        config, metrics = first.config, first.record["metrics"]
         for dataset in DATASET_TITLES:
-            variants = [v.strip() for v in str(first["config"].get(f"{dataset}_variants", "")).split(",") if v.strip()]
-            if not variants or f"{dataset}_{variants[0]}_mults_total" not in first["metrics"]:
+            variants = list(config.get(f"{dataset}_variants") or [])
+            if not variants or f"{dataset}_{variants[0]}_mults_total" not in metrics:
                 continue
-            path = multiplication_chart(first["metrics"], dataset, variants,
+            path = multiplication_chart(metrics, dataset, variants,
                                         out_dir / f"binaryconnect_{dataset}_multiplications.png")
             made.append((f"{DATASET_TITLES[dataset]}: multiplications in one training step (batch "
-                         f"{first['config'][f'{dataset}_batch']}), split into forward pass, backward pass and "
+                         f"{config[f'{dataset}_batch']}), split into forward pass, backward pass and "
                          "update, by the counting rules of the README; the label is the total and its share of the "
                          "full-precision step's.", path))
     return made

@@ -141,17 +141,19 @@ class StackedCNN(nn.Module):
 # -- augmentation of §4.3-4.4 ----------------------------------------------------------------------------
 def pad_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """The paper's augmentation: zero-pad by `pad` pixels, take a random crop of the original size, and
-    flip half of the images horizontally; all images at once, one random offset and flip per image."""
-    n, _, h, w = x.shape
+    flip half of the images horizontally; all images at once, one random offset and flip per image.
+    Runs on x's device, drawing from `generator`, which must live there too."""
+    n, c, h, w = x.shape
+    device = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(n, x.shape[1], h, w)
-    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(n, x.shape[1], h, w)
-    flip = torch.rand(n, generator=generator) < 0.5
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
+    rows = (dy[:, None] + torch.arange(h, device=device)[None, :])[:, None, :, None].expand(n, c, h, w)
+    cols = (dx[:, None] + torch.arange(w, device=device)[None, :])[:, None, None, :].expand(n, c, h, w)
+    flip = torch.rand(n, generator=generator, device=device) < 0.5
     cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
-    batch = torch.arange(n)[:, None, None, None]
-    chan = torch.arange(x.shape[1])[None, :, None, None]
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    chan = torch.arange(c, device=device)[None, :, None, None]
     return padded[batch, chan, rows, cols]
 
 
