@@ -12,6 +12,7 @@ from scipy.special import logsumexp
 from common.data import available
 from reproductions.vae import runner
 from reproductions.vae.vae import VAE, kl_to_standard_normal, log_px_importance
+from tests.conftest import assert_usage_error
 from tests.resume import kill_then_resume
 
 
@@ -86,23 +87,25 @@ def test_eval_points_are_log_spaced_from_the_first_point_to_the_budget():
     assert runner.eval_points(cfg, 50_000) == [50_000]
 
 
-def test_bad_latent_lists_are_rejected_with_what_is_valid():
-    with pytest.raises(ValueError, match="comma-separated integers"):
-        runner.parse_ints("3,ten", "mnist_latents")
-    with pytest.raises(ValueError, match="positive integers"):
-        runner.parse_ints("0,3", "mnist_latents")
+@pytest.mark.parametrize("item, key", [
+    ("mnist_latents=3,ten", "mnist_latents"), ("mnist_latents=0,3", "mnist_latents"),
+    ("frey_test=5000", "frey_test"), ("step_sizes=-0.1", "step_sizes"), ("batch_size=0", "batch_size"),
+])
+def test_bad_settings_are_usage_errors_before_anything_loads(item, key, tmp_path, monkeypatch, capsys):
+    line = assert_usage_error("vae", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert key in line
 
 
 def test_step_size_pilot_picks_the_best_grid_value_and_never_a_diverged_one():
     data = {"train": torch.rand(400, 10), "binarize": True}
-    cfg = {**runner.CONFIG, "pilot_steps": 20, "step_sizes": "0.01,0.1", "batch_size": 50}
+    cfg = {**runner.CONFIG, "pilot_steps": 20, "step_sizes": [0.01, 0.1], "batch_size": 50}
     model = VAE(10, 8, 2, "bernoulli")
     chosen, scores = runner.pick_step_size(model, data, cfg)
     assert chosen == max(scores, key=scores.get) and set(scores) == {0.01, 0.1}
     before = [p.clone() for p in model.parameters()]
     runner.pick_step_size(model, data, cfg)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # pilots train copies
-    cfg_nan = {**cfg, "step_sizes": "0.01,1e30"}
+    cfg_nan = {**cfg, "step_sizes": [0.01, 1e30]}
     chosen, scores = runner.pick_step_size(model, data, cfg_nan)
     assert scores[1e30] == -math.inf and chosen == 0.01
 

@@ -44,9 +44,9 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                          + (f", extended down to {ylim[0]} to show every curve's end" if ylim != paper_ylim else "")
                          + ".", path))
 
-    config = runs[0].record["config"] if runs else {}
+    config = runs[0].config if runs else {}
     for dataset, (name, _) in AXES.items():
-        for nz in (int(n) for n in str(config.get(f"{dataset}_latents", "")).split(",") if n.strip()):
+        for nz in config.get(f"{dataset}_latents", []):
             found = first_arrays(runs, f"{dataset}_nz{nz}")
             if found is None:
                 continue

@@ -18,19 +18,21 @@ import time
 import numpy as np
 import torch
 
+from common.config import check_range
 from common.context import RunContext
+from common.papers import UsageError
 from reproductions.vae.vae import VAE, log_px_importance
 
 # The paper tier (§5, Appendix C). Only these keys are --set-able; each is typed by its value.
 CONFIG = {
-    "mnist_latents": "3,5,10,20,200",   # Fig. 2 panels
-    "frey_latents": "2,5,10,20",
+    "mnist_latents": [3, 5, 10, 20, 200],  # Fig. 2 panels
+    "frey_latents": [2, 5, 10, 20],
     "mnist_hidden": 500,
     "frey_hidden": 200,                 # "to reduce overfitting" on the small Frey Face set
     "mnist_samples": 100_000_000,       # Fig. 2 x-axis ends at 1e8 training samples evaluated
     "frey_samples": 100_000_000,
     "batch_size": 100,                  # M = 100, L = 1
-    "step_sizes": "0.01,0.02,0.1",      # Adagrad global step sizes the paper chose from
+    "step_sizes": [0.01, 0.02, 0.1],    # Adagrad global step sizes the paper chose from
     "pilot_steps": 300,                 # "based on performance on the training set in the first few iterations"
     "weight_decay": 1.0,                # prior p(θ) = N(0, I), i.e. log p(θ)/N added to the per-datapoint bound
     "init_std": 0.01,                   # weights ~ N(0, 0.01)
@@ -45,22 +47,21 @@ CONFIG = {
 
 TIERS = {
     # seconds, deterministic: small nets, few samples, two latent sizes per dataset
-    "smoke": {"mnist_latents": "3,20", "frey_latents": "2", "mnist_hidden": 32, "frey_hidden": 16,
+    "smoke": {"mnist_latents": [3, 20], "frey_latents": [2], "mnist_hidden": 32, "frey_hidden": 16,
               "mnist_samples": 6_000, "frey_samples": 4_000, "pilot_steps": 5, "eval_from": 1000,
               "evals_per_decade": 2, "eval_train": 500, "is_images": 50, "is_samples": 20,
               "checkpoint_every": 2000},
     # ~10 min of single-thread CPU time per seed (README, measured): four MNIST Nz and two Frey Nz to 1e6 samples each
-    "cpu": {"mnist_latents": "3,10,20,200", "frey_latents": "2,10", "mnist_samples": 1_000_000,
+    "cpu": {"mnist_latents": [3, 10, 20, 200], "frey_latents": [2, 10], "mnist_samples": 1_000_000,
             "frey_samples": 1_000_000},
-    "paper": {},
 }
-SEEDS = {"smoke": 1, "cpu": 3, "paper": 3}
-FEW_STEPS = {"mnist_latents": "20", "frey_latents": "2", "mnist_samples": 200, "frey_samples": 200,
+FEW_STEPS = {"mnist_latents": [20], "frey_latents": [2], "mnist_samples": 200, "frey_samples": 200,
              "pilot_steps": 1, "eval_from": 100, "eval_train": 100, "is_images": 10, "is_samples": 5}
 LIBRARIES = ("scipy",)
 DATASETS = ("mnist", "frey-faces")
 
 IMAGE_SHAPES = {"mnist": (28, 28), "frey": (28, 20)}
+FREY_FACES = 1965  # images in the Frey Face set
 BINARIZATION_SEED = 1234  # the fixed binarization of the evaluation images, shared by all seeds
 FREY_SPLIT_SEED = 4321
 
@@ -82,21 +83,27 @@ def load_mnist(cfg: dict) -> dict[str, torch.Tensor]:
 def load_frey(cfg: dict) -> dict[str, torch.Tensor]:
     from common.datasets import frey_faces
     faces = torch.from_numpy(frey_faces().reshape(-1, 560).astype(np.float32) / 255)
-    if not 0 < cfg["frey_test"] < len(faces):
-        raise ValueError(f"frey_test must be between 1 and {len(faces) - 1}, got {cfg['frey_test']}")
     order = torch.randperm(len(faces), generator=torch.Generator().manual_seed(FREY_SPLIT_SEED))
     train, test = faces[order[cfg["frey_test"]:]], faces[order[:cfg["frey_test"]]]
     return {"train": train, "binarize": False, "eval_train": train[:len(test)], "test": test}
 
 
-def parse_ints(text: str, key: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{key} must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ValueError(f"{key} must list positive integers, got {text!r}")
-    return values
+def validate(cfg: dict) -> None:
+    """Everything --set can get wrong, before any data loads (harness contract)."""
+    for key in ("mnist_latents", "frey_latents", "step_sizes"):
+        if not cfg[key]:
+            raise UsageError(f"{key} must list at least one value")
+    check_range("mnist_latents", cfg["mnist_latents"], 1)
+    check_range("frey_latents", cfg["frey_latents"], 1)
+    check_range("step_sizes", cfg["step_sizes"], 1e-12, what=" (Adagrad step sizes are positive)")
+    for key in ("mnist_hidden", "frey_hidden", "batch_size", "pilot_steps", "eval_from", "evals_per_decade",
+                "eval_train", "is_images", "is_samples", "checkpoint_every", "mnist_samples", "frey_samples"):
+        check_range(key, cfg[key], 1)
+    check_range("weight_decay", cfg["weight_decay"], 0)
+    check_range("init_std", cfg["init_std"], 0)
+    check_range("frey_test", cfg["frey_test"], 1, FREY_FACES - 1)
+    check_range("eval_train", cfg["eval_train"], 1, 60_000, what=" (MNIST's training images)")
+    check_range("is_images", cfg["is_images"], 1, 10_000, what=" (MNIST's test images)")
 
 
 def eval_points(cfg: dict, total: int) -> list[int]:
@@ -155,7 +162,7 @@ def pick_step_size(initial: VAE, data: dict, cfg: dict) -> tuple[float, dict[flo
     `pilot_steps` iterations (mean bound over their second half), each pilot from the same `initial`
     network and the same random streams."""
     scores = {}
-    for step_size in (float(s) for s in cfg["step_sizes"].split(",")):
+    for step_size in cfg["step_sizes"]:
         trainer = Trainer(copy.deepcopy(initial), data, cfg, step_size)
         with torch.random.fork_rng(devices=[]):
             bounds = [trainer.step() for _ in range(cfg["pilot_steps"])]
@@ -167,13 +174,10 @@ def pick_step_size(initial: VAE, data: dict, cfg: dict) -> tuple[float, dict[flo
 def train_one(name: str, nz: int, data: dict, cfg: dict, ctx: RunContext) -> dict[str, float]:
     """Train one VAE to the sample budget, logging Figure 2's curves; returns its final metrics."""
     key = f"{name}_nz{nz}"
-    done = ctx.restore(f"{key}_done")
-    if done is not None:
-        return done["metrics"]
     hidden, total = cfg[f"{name}_hidden"], cfg[f"{name}_samples"]
     likelihood = "bernoulli" if name == "mnist" else "gaussian"
 
-    model = VAE(data["train"].shape[1], hidden, nz, likelihood, cfg["init_std"])
+    model = VAE(data["train"].shape[1], hidden, nz, likelihood, cfg["init_std"]).to(ctx.device)
     saved = ctx.restore(key)
     if saved is None:
         step_size, _ = pick_step_size(model, data, cfg)
@@ -208,13 +212,12 @@ def train_one(name: str, nz: int, data: dict, cfg: dict, ctx: RunContext) -> dic
         metrics[f"{key}_elbo_is_images"] = mean_elbo(model, x)
     ctx.save_arrays(key, samples=model.sample(64).reshape(64, *IMAGE_SHAPES[name]),
                     **({"manifold": manifold(model, name)} if nz == 2 else {}))
-    ctx.checkpoint(f"{key}_done", {"metrics": metrics})
     return metrics
 
 
 def manifold(model: VAE, name: str, side: int = 15) -> torch.Tensor:
     """Fig. 4: decoder means over a grid of the 2-D latent space, through the inverse CDF of N(0, 1)."""
-    p = torch.linspace(0.05, 0.95, side)
+    p = torch.linspace(0.05, 0.95, side, device=model.enc_hidden.weight.device)
     g = torch.distributions.Normal(0.0, 1.0).icdf(p)
     z = torch.stack(torch.meshgrid(g.flip(0), g, indexing="ij"), -1).reshape(-1, 2)
     return model.mean_image(z).reshape(side, side, *IMAGE_SHAPES[name])
@@ -223,8 +226,8 @@ def manifold(model: VAE, name: str, side: int = 15) -> torch.Tensor:
 def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for name, loader in (("mnist", load_mnist), ("frey", load_frey)):
-        latents = parse_ints(cfg[f"{name}_latents"], f"{name}_latents")
-        data = loader(cfg)
-        for nz in latents:
-            metrics.update(train_one(name, nz, data, cfg, ctx))
+        # loaded (and the evaluation images binarized) on the CPU, then kept on the device whole
+        data = {k: v.to(ctx.device) if isinstance(v, torch.Tensor) else v for k, v in loader(cfg).items()}
+        for nz in cfg[f"{name}_latents"]:  # each model is a stage: a resumed run skips the finished ones
+            metrics.update(ctx.stage(f"{name}_nz{nz}", lambda: train_one(name, nz, data, cfg, ctx)))
     return metrics

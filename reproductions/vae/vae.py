@@ -56,7 +56,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """Decoder means of z ~ N(0, I): probabilities (Bernoulli) or sigmoid means (Gaussian)."""
-        return self.mean_image(torch.randn(n, self.latent))
+        return self.mean_image(torch.randn(n, self.latent, device=self.enc_hidden.weight.device))
 
     @torch.no_grad()
     def mean_image(self, z: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ def log_px_importance(model: VAE, x: torch.Tensor, samples: int, chunk: int = 50
     log_weights = []
     for start in range(0, samples, chunk):
         k = min(chunk, samples - start)
-        z = mu + std * torch.randn(k, *mu.shape)                       # (k, N, latent)
+        z = mu + std * torch.randn(k, *mu.shape, device=mu.device)                       # (k, N, latent)
         log_joint = model.log_px_given_z(x, model.decode(z)) + gaussian_log_density(z, 0 * z, 0 * z)
         log_weights.append(log_joint - gaussian_log_density(z, mu, log_var))
     return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(samples)
