@@ -3,7 +3,6 @@ two generator losses, the public interface the GRAN battles use, the schedules a
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +10,11 @@ import torch
 from scipy import stats
 from scipy.special import logsumexp
 
-from common.context import RunContext
 from common.data import available
 from reproductions.gan import runner
 from reproductions.gan.gan import (Discriminator, Generator, Maxout, discriminator_loss, generator_loss,
                                    nearest_neighbour, parzen_log_likelihood, sample_noise, select_sigma)
+from tests.conftest import assert_usage_error
 from tests.resume import kill_then_resume
 
 
@@ -241,12 +240,13 @@ def test_batches_cover_each_epoch_once():
     assert sorted(second.tolist()) == list(range(50)) and not torch.equal(first, second)
 
 
-def test_bad_budget_is_rejected():
-    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "ablation_steps": 10 ** 6}
-    ctx = RunContext(paper="gan", tier="smoke", seed=0, device=torch.device("cpu"), checkpoint_dir=Path("/nonexistent"),
-                     artifact_prefix=Path("/nonexistent/a"), show_progress=False)
-    with pytest.raises(ValueError, match="ablation_steps"):
-        runner.run(cfg, ctx)
+@pytest.mark.parametrize("item, key", [
+    ("ablation_steps=1000000", "ablation_steps"), ("n_train=60000", "n_train"), ("k=0", "k"),
+    ("d_input_keep=1.5", "d_input_keep"), ("lr=fast", "lr"),
+])
+def test_bad_settings_are_usage_errors_before_anything_loads(item, key, tmp_path, monkeypatch, capsys):
+    line = assert_usage_error("gan", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert key in line
 
 
 # -- resume: a run killed mid-training and resumed ends where an uninterrupted run ends ------------------

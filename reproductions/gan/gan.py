@@ -24,9 +24,10 @@ IMAGE_SHAPE = (1, 28, 28)
 PIXELS = 784
 
 
-def sample_noise(n: int, noise_dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_noise(n: int, noise_dim: int, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
     """p_z: independent standard normals, the official `Generator(noise="gaussian")` default."""
-    return torch.randn(n, noise_dim, generator=generator)
+    return torch.randn(n, noise_dim, generator=generator, device=device)
 
 
 def _uniform_init(layer: nn.Linear, irange: float) -> None:
@@ -120,7 +121,7 @@ def parzen_log_likelihood(x: torch.Tensor, mu: torch.Tensor, sigmas, x_batch: in
     mu = mu.reshape(mu.shape[0], -1).to(dtype)
     if x.shape[1] != mu.shape[1]:
         raise ValueError(f"x has {x.shape[1]} dimensions but mu has {mu.shape[1]}")
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64, device=x.device).reshape(-1)
     scale = (0.5 / sigmas ** 2).to(dtype)
     d, m = x.shape[1], mu.shape[0]
     mu_sq = (mu * mu).sum(1)
@@ -141,7 +142,7 @@ def parzen_log_likelihood(x: torch.Tensor, mu: torch.Tensor, sigmas, x_batch: in
 def select_sigma(valid: torch.Tensor, mu: torch.Tensor, sigmas, **kw) -> tuple[float, int, torch.Tensor]:
     """parzen_ll.py's cross_validate_sigma: the σ of the grid with the highest mean validation LL.
     Returns (σ, its index in the grid, the mean LL per σ)."""
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64, device=valid.device).reshape(-1)
     means = parzen_log_likelihood(valid, mu, sigmas, **kw).mean(0)
     best = int(torch.argmax(means))
     return float(sigmas[best]), best, means

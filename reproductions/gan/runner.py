@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from common.config import check_range
 from common.context import RunContext
 from reproductions.gan.gan import (Discriminator, Generator, discriminator_loss, generator_loss,
                                    nearest_neighbour, parzen_log_likelihood, sample_noise, select_sigma)
@@ -63,9 +64,7 @@ TIERS = {
               "nn_samples": 200, "log_every": 5},
     # the paper's networks and protocol, fewer epochs: <= 12 min per seed on one CPU thread (README)
     "cpu": {"epochs": 18},
-    "paper": {},
 }
-SEEDS = {"smoke": 1, "cpu": 3, "paper": 3}
 FEW_STEPS = {"epochs": 1, "n_train": 200, "ablation_steps": 2, "parzen_samples": 200, "parzen_valid": 100,
              "parzen_test": 200, "curve_parzen_test": 50, "nn_samples": 50, "log_every": 1}
 LIBRARIES = ()
@@ -80,8 +79,6 @@ def load_data(cfg: dict) -> dict[str, torch.Tensor]:
     from common.datasets import mnist
     train, _ = mnist("train")
     test, _ = mnist("test")
-    if cfg["n_train"] > 50000:
-        raise ValueError(f"n_train must be <= 50000 (train[50000:] is the validation split), got {cfg['n_train']}")
     as_float = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)  # noqa: E731
     return {"train": as_float(train[:cfg["n_train"]]), "valid": as_float(train[50000:60000]),
             "test": as_float(test[:cfg["parzen_test"]])}
@@ -92,6 +89,15 @@ def sigma_grid(cfg: dict) -> np.ndarray:
 
 
 # -- training (Algorithm 1) -------------------------------------------------------------------------
+def _device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _fork_rng(device: torch.device):
+    """Fork the random streams the models draw from: the CPU's, and the GPU's when they run on one."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 def make_models(cfg: dict, pixel_means: torch.Tensor) -> tuple[Generator, Discriminator]:
     G = Generator(cfg["noise_dim"], cfg["g_hidden"], cfg["g_irange"])
     G.init_output_bias(pixel_means)
@@ -146,7 +152,7 @@ def train_step(G, D, opt_g, opt_d, batches: Batches, cfg: dict, saturating: bool
         update_g = i == cfg["k"] - 1
         real = batches.next()
         with torch.set_grad_enabled(update_g):
-            fake = G(sample_noise(len(real), cfg["noise_dim"]))
+            fake = G(sample_noise(len(real), cfg["noise_dim"], device=real.device))
         real_logits, fake_logits = D(torch.cat([real, fake])).split(len(real))
         d_loss = discriminator_loss(real_logits, fake_logits)
         g_loss = generator_loss(fake_logits, saturating)
@@ -167,7 +173,7 @@ def train_step(G, D, opt_g, opt_d, batches: Batches, cfg: dict, saturating: bool
 def generator_grad_norms(G, D, cfg: dict, n: int = 1000) -> tuple[float, float]:
     """‖∇_θG‖ of the non-saturating and of the saturating loss on the same noise (D without dropout)."""
     G.eval(), D.eval()
-    z = sample_noise(n, cfg["noise_dim"])
+    z = sample_noise(n, cfg["noise_dim"], device=_device(G))
     norms = []
     for saturating in (False, True):
         G.zero_grad(set_to_none=True)
@@ -181,7 +187,8 @@ def generator_grad_norms(G, D, cfg: dict, n: int = 1000) -> tuple[float, float]:
 @torch.no_grad()
 def generate(G, n: int, cfg: dict, batch: int = 1000) -> torch.Tensor:
     G.eval()
-    return torch.cat([G(sample_noise(min(batch, n - i), cfg["noise_dim"])) for i in range(0, n, batch)])
+    return torch.cat([G(sample_noise(min(batch, n - i), cfg["noise_dim"], device=_device(G)))
+                      for i in range(0, n, batch)])
 
 
 @torch.no_grad()
@@ -201,7 +208,7 @@ def parzen_score(samples: torch.Tensor, valid: torch.Tensor, test: torch.Tensor,
 
 def early_scores(G, D, data, cfg, prefix: str) -> dict[str, float]:
     """What the loss ablation compares after the same early budget (forked RNG: the run's streams go on)."""
-    with torch.random.fork_rng(devices=[]):
+    with _fork_rng(_device(G)):
         d_fake = mean_d_fake(G, D, cfg)
         grad_ns, grad_sat = generator_grad_norms(G, D, cfg)
         score = parzen_score(generate(G, cfg["parzen_samples"], cfg), data["valid"][:cfg["parzen_valid"]],
@@ -215,7 +222,7 @@ def saturating_ablation(G0, D0, data, cfg, ctx: RunContext) -> dict[str, float]:
     G, D = copy.deepcopy(G0), copy.deepcopy(D0)
     opt_g, opt_d = make_optimizers(G, D, cfg)
     batches = Batches(data["train"], cfg["batch_size"])
-    with torch.random.fork_rng(devices=[]):
+    with _fork_rng(_device(G)):
         for step in ctx.progress(range(cfg["ablation_steps"]), "saturating", total=cfg["ablation_steps"]):
             set_schedule((opt_g, opt_d), step, batches.epoch, cfg)
             stats = train_step(G, D, opt_g, opt_d, batches, cfg, saturating=True)
@@ -237,7 +244,7 @@ def train(G, D, data, cfg, ctx: RunContext, state: dict | None) -> dict[str, flo
         step, metrics, train_seconds = state["step"], dict(state["metrics"]), state["train_seconds"]
         batches.seen = step * cfg["k"]
     if step == 0:
-        with torch.random.fork_rng(devices=[]):
+        with _fork_rng(_device(G)):
             ctx.log(0, loss="non_saturating", d_fake=mean_d_fake(G, D, cfg))
     bar = ctx.progress(range(step, total), "train", total=total)
     tic = time.perf_counter()
@@ -254,7 +261,7 @@ def train(G, D, data, cfg, ctx: RunContext, state: dict | None) -> dict[str, flo
         if done % steps_per_epoch == 0:
             train_seconds += time.perf_counter() - tic
             if cfg["curve_parzen_test"] > 0:
-                with torch.random.fork_rng(devices=[]):
+                with _fork_rng(_device(G)):
                     score = parzen_score(generate(G, cfg["parzen_samples"], cfg),
                                          data["valid"][:cfg["parzen_valid"]],
                                          data["test"][:cfg["curve_parzen_test"]], cfg)
@@ -273,32 +280,49 @@ def train(G, D, data, cfg, ctx: RunContext, state: dict | None) -> dict[str, flo
 
 
 # -- the contract -------------------------------------------------------------------------------------
-def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
-    if cfg["k"] < 1 or cfg["batch_size"] < 1 or cfg["epochs"] < 0:
-        raise ValueError(f"k and batch_size must be >= 1 and epochs >= 0; got k={cfg['k']}, "
-                         f"batch_size={cfg['batch_size']}, epochs={cfg['epochs']}")
+def validate(cfg: dict) -> None:
+    """Everything --set can get wrong, before any data loads (harness contract)."""
+    for key in ("k", "batch_size", "noise_dim", "g_hidden", "d_units", "d_pieces", "parzen_samples", "parzen_valid",
+                "parzen_test", "nn_samples", "n_sigmas", "log_every", "ablation_steps", "n_train"):
+        check_range(key, cfg[key], 1)
+    check_range("epochs", cfg["epochs"], 0)
+    check_range("n_train", cfg["n_train"], 1, 50_000, what=" (train[50000:] is the validation split)")
+    check_range("parzen_valid", cfg["parzen_valid"], 1, 10_000, what=" (the validation split's size)")
+    check_range("parzen_test", cfg["parzen_test"], 1, 10_000, what=" (MNIST's test images)")
+    check_range("curve_parzen_test", cfg["curve_parzen_test"], 0, cfg["parzen_test"])
+    for key in ("d_input_keep", "d_hidden_keep", "momentum_start", "momentum_final"):
+        check_range(key, cfg[key], 0, 1)
+    for key in ("lr", "min_lr", "g_irange", "d_irange"):
+        check_range(key, cfg[key], 0)
+    check_range("lr_decay", cfg["lr_decay"], 1, what=" (the step size is divided by it every update)")
     steps = cfg["epochs"] * (cfg["n_train"] // cfg["batch_size"] // cfg["k"])
-    if not 1 <= cfg["ablation_steps"] <= steps:
-        raise ValueError(f"ablation_steps must lie in [1, {steps}] (the main run's G-steps), got {cfg['ablation_steps']}")
-    data = load_data(cfg)
+    check_range("ablation_steps", cfg["ablation_steps"], 1, steps, what=" (the main run's G-steps)")
+
+
+def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
+    # MNIST loaded on the CPU, then kept on the device whole
+    data = {k: v.to(ctx.device) for k, v in load_data(cfg).items()}
     valid_sigma, test = data["valid"][:cfg["parzen_valid"]], data["test"]
 
+    def models() -> tuple[Generator, Discriminator]:
+        G, D = make_models(cfg, data["train"].mean(0).cpu())  # initialized on the CPU: the same draws anywhere
+        return G.to(ctx.device), D.to(ctx.device)
+
     # 1. saturating ablation, from the initial networks the main run also starts from
-    saved = ctx.restore("ablation")
-    if saved is None:
-        G0, D0 = make_models(cfg, data["train"].mean(0))
+    def ablation_stage() -> dict:
+        G0, D0 = models()
         tic = time.perf_counter()
         ablation = saturating_ablation(G0, D0, data, cfg, ctx)
         ctx.record_throughput("ablation_seconds", time.perf_counter() - tic)
-        ctx.checkpoint("ablation", {"G0": G0.state_dict(), "D0": D0.state_dict(), "metrics": ablation})
-    else:
-        with torch.random.fork_rng(devices=[]):  # the restored streams are those after the init
-            G0, D0 = make_models(cfg, data["train"].mean(0))
-        G0.load_state_dict(saved["G0"]), D0.load_state_dict(saved["D0"])
-        ablation = saved["metrics"]
+        return {"G0": G0.state_dict(), "D0": D0.state_dict(), "metrics": ablation}
+
+    saved = ctx.stage("ablation", ablation_stage)
+    with torch.random.fork_rng(devices=[]):  # the streams go on from where the initialization left them
+        G, D = models()
+    G.load_state_dict(saved["G0"]), D.load_state_dict(saved["D0"])
+    ablation = saved["metrics"]
 
     # 2. the non-saturating GAN (Algorithm 1)
-    G, D = G0, D0
     metrics = dict(ablation)
     metrics.update(train(G, D, data, cfg, ctx, ctx.restore("train")))
 
@@ -329,7 +353,7 @@ def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
     # Figure 2: samples next to their nearest training images
     shown = samples[:N_FIGURE_SAMPLES]
     nn_dist, nn_idx = nearest_neighbour(shown, data["train"])
-    ctx.save_arrays("samples", samples=shown[:, 0].numpy().astype(np.float16),
-                    neighbours=data["train"][nn_idx][:, 0].numpy().astype(np.float16),
-                    distances=nn_dist.numpy())
+    ctx.save_arrays("samples", samples=shown[:, 0].cpu().numpy().astype(np.float16),
+                    neighbours=data["train"][nn_idx][:, 0].cpu().numpy().astype(np.float16),
+                    distances=nn_dist.cpu().numpy())
     return metrics
