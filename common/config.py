@@ -129,9 +129,14 @@ def _as_json(value):
 
 def _read_as(stored, like):
     """A stored config value read under the current CONFIG's type: records written while list keys
-    were comma-separated strings ("3,10,20") hold the same list as [3, 10, 20] does now."""
+    were comma-separated strings ("3,10,20") hold the same list as [3, 10, 20] does now, and those
+    written while sections were "name=value" strings ("urnn=128,lstm=40") the same section."""
     if isinstance(like, dict) and isinstance(stored, dict):
         return {k: _read_as(v, like.get(k)) for k, v in stored.items()}
+    if isinstance(like, dict) and isinstance(stored, str) and "=" in stored:
+        pairs = dict(item.split("=", 1) for item in stored.split(",") if "=" in item)
+        return {k: _read_as(v, like.get(k)) if not isinstance(like.get(k), (int, float)) else
+                _parse_or_keep(k, v, like[k]) for k, v in pairs.items()}
     if isinstance(like, (list, tuple)) and isinstance(stored, str):
         try:
             return parse_value("", stored, like)
@@ -140,6 +145,13 @@ def _read_as(stored, like):
     if isinstance(like, float) and isinstance(stored, int) and not isinstance(stored, bool):
         return float(stored)
     return stored
+
+
+def _parse_or_keep(key: str, text: str, like):
+    try:
+        return _parse_scalar(key, text, like)
+    except UsageError:
+        return text
 
 
 def read_config(runner: ModuleType, stored: dict) -> dict:
@@ -158,7 +170,7 @@ def check_names(key: str, names, valid) -> list[str]:
     names = [names] if isinstance(names, str) else list(names)
     bad = [n for n in names if n not in valid]
     if bad:
-        raise UsageError(f"{key}: unknown {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
+        raise UsageError(f"{key}: unknown {', '.join(map(repr, bad))}; valid: {', '.join(map(str, valid))}")
     return names
 
 

@@ -12,7 +12,7 @@ import torch
 from common.cli import main
 from common.sequence_tasks import make_task
 from reproductions.irnn import runner
-from tests.conftest import require_datasets
+from tests.conftest import assert_usage_error, require_datasets
 from tests.resume import kill_then_resume
 
 SMOKE = {**runner.CONFIG, **runner.TIERS["smoke"]}
@@ -53,28 +53,31 @@ def test_build_is_seeded_and_leaves_the_global_stream_alone():
 
 def test_pilot_picks_the_lowest_training_loss_and_never_a_diverged_lr():
     task = make_task("adding", 10, test_size=10)
-    cfg = {**SMOKE, "optimizer": "sgd", "clip": 0.0, "pilot_steps": 20, "lr_grid": "1e-2,1e30"}
+    cfg = {**SMOKE, "optimizer": "sgd", "clip": 0.0, "pilot_steps": 20, "lr_grid": [1e-2, 1e30]}
     model = runner.build("irnn", task, cfg, seed=0)
     before = [p.clone() for p in model.parameters()]
     chosen, scores = runner.pick_lr(model, task, cfg, seed=1)
     assert scores[1e30] == math.inf and chosen == 1e-2 and math.isfinite(scores[1e-2])
     assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))  # pilots train copies
-    cfg = {**cfg, "lr_grid": "1e-1,1e-9"}  # on the adding problem, lr 1e-9 does not move off the initial loss
+    cfg = {**cfg, "lr_grid": [1e-1, 1e-9]}  # on the adding problem, lr 1e-9 does not move off the initial loss
     chosen, scores = runner.pick_lr(model, task, cfg, seed=1)
     assert chosen == min(scores, key=scores.get) == 0.1 and scores[1e-9] > scores[0.1]
     assert runner.pick_lr(model, task, cfg, seed=1)[1] == scores  # the same minibatches every time
 
 
-def test_metric_prefixes_and_bad_config_values():
+def test_metric_prefixes():
     assert runner.task_prefix(make_task("adding", 150, test_size=5)) == "adding150"
-    with pytest.raises(ValueError, match="valid: rnn_tanh, rnn_relu, irnn, lstm"):
-        runner.parse_names("irnn,gru", "adding_models", runner.KINDS)
-    with pytest.raises(ValueError, match="comma-separated"):
-        runner.parse_numbers("1e-3,fast", "lr_grid")
-    with pytest.raises(ValueError, match="optimizer must be one of rmsprop, sgd"):
-        runner.validate({**SMOKE, "optimizer": "adam"})
-    with pytest.raises(ValueError, match="mnist_size must be 7, 14 or 28"):
-        runner.validate({**SMOKE, "mnist_size": 10})
+
+
+@pytest.mark.parametrize("item, message", [
+    ("adding_models=irnn,gru", "adding_models: unknown 'gru'; valid: rnn_tanh, rnn_relu, irnn, lstm"),
+    ("lr_grid=1e-3,fast", "lr_grid"), ("lr_grid=-0.1", "lr_grid"),
+    ("optimizer=adam", "optimizer: unknown 'adam'; valid: rmsprop, sgd"),
+    ("mnist_size=10", "mnist_size: unknown 10; valid: 7, 14, 28"), ("hidden=0", "hidden"),
+])
+def test_bad_config_values_are_usage_errors(item, message, tmp_path, monkeypatch, capsys):
+    line = assert_usage_error("irnn", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert message in line
 
 
 def test_smoke_runs_end_to_end_deterministically_and_passes_its_check(tmp_path, monkeypatch):
@@ -99,10 +102,10 @@ def test_smoke_runs_end_to_end_deterministically_and_passes_its_check(tmp_path, 
 
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
     require_datasets(*runner.DATASETS)
-    cfg = {**SMOKE, "adding_models": "irnn,rnn_relu", "mnist_tasks": "pixel_mnist", "mnist_models": "irnn"}
+    cfg = {**SMOKE, "adding_models": ["irnn", "rnn_relu"], "mnist_tasks": ["pixel_mnist"], "mnist_models": ["irnn"]}
     # 5 logs per adding model (steps 0, 10, 20, 30, 40): the 9th is rnn_relu's step 30, after its checkpoint at 20
     reference, resumed, ctx, ckpt = kill_then_resume("irnn", runner.run, cfg, tmp_path, kill_at_log_call=9)
-    assert (ckpt / "adding20_irnn_done.pt").exists() and (ckpt / "adding_T20-rnn_relu.pt").exists()
+    assert (ckpt / "stage-adding20_irnn.pt").exists() and (ckpt / "adding_T20-rnn_relu.pt").exists()
     assert resumed == reference
     rows = [(r["task"], r["model"], r["step"]) for r in ctx.curves]
     assert len(rows) == len(set(rows)) and len(rows) == 5 + 5 + 4
@@ -112,7 +115,7 @@ def test_paper_tier_runs_for_a_few_steps(results_dir):
     require_datasets(*runner.DATASETS)
     argv = ["run", "irnn", "--tier", "paper", "--seed", "0", "--quiet"]
     for key, value in runner.FEW_STEPS.items():
-        argv += ["--set", f"{key}={value}"]
+        argv += ["--set", f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"]
     assert main(argv) == 0
     record = _only_record(results_dir / "irnn" / "paper")
     assert record["status"] == "ok", record["reason"]

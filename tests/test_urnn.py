@@ -8,9 +8,11 @@ import math
 import pytest
 import torch
 
+from common.config import resolve
 from common.sequence_tasks import make_task
 from reproductions.urnn import runner
 from reproductions.urnn.urnn import URNN, FusedModReLURecurrence, modrelu_pairs, unitary_apply
+from tests.conftest import assert_usage_error
 from tests.resume import kill_then_resume
 
 
@@ -92,14 +94,17 @@ def test_the_urnn_learns_the_copying_task_below_its_memoryless_baseline():
     assert task.loss(model(x), y).item() < 0.5 * task.baseline
 
 
-def test_bad_size_lists_are_rejected_with_the_expected_form():
-    with pytest.raises(ValueError, match="urnn=128,lstm=40"):
-        runner.parse_sizes("urnn:128", "hidden")
-    with pytest.raises(ValueError, match="valid models: urnn, lstm, rnn_tanh, irnn"):
-        runner.run({**runner.CONFIG, **runner.TIERS["smoke"], "models": "urnn,gru"}, None)
+@pytest.mark.parametrize("item, message", [
+    ("models=urnn,gru", "models: unknown 'gru'; valid: urnn, lstm, rnn_tanh, irnn"),
+    ("hidden.urnn=0", "hidden must be >= 1"), ("hidden=urnn:128", "hidden: is a section"),
+    ("copying_lengths=0", "copying_lengths"), ("lr=fast", "lr takes a float"),
+])
+def test_bad_settings_are_usage_errors(item, message, tmp_path, monkeypatch, capsys):
+    line = assert_usage_error("urnn", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert message in line
 
 
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
-    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "adding_lengths": ""}
+    cfg = {**resolve(runner, "smoke", {}), "adding_lengths": []}
     reference, resumed, _, _ = kill_then_resume("urnn", runner.run, cfg, tmp_path, kill_at_log_call=3)
     assert resumed == reference

@@ -20,7 +20,8 @@ import math
 
 import torch
 
-from common.config import parse_names, parse_numbers
+from common.config import check_names, check_range
+from common.papers import UsageError
 from common.context import RunContext
 from common.recurrent import KINDS, RecurrentBaseline
 from common.sequence_tasks import make_task
@@ -28,11 +29,11 @@ from common.sequence_training import OPTIMIZERS, TrainSettings, make_optimizer, 
 
 # The paper tier (§4). Only these keys are --set-able; each is typed by its value.
 CONFIG = {
-    "adding_lengths": "150,200,300,400",         # §4.1, Fig. 2 panels (papers.md: M)
-    "adding_models": "irnn,rnn_relu,rnn_tanh,lstm",
+    "adding_lengths": [150, 200, 300, 400],         # §4.1, Fig. 2 panels (papers.md: M)
+    "adding_models": ["irnn", "rnn_relu", "rnn_tanh", "lstm"],
     "adding_steps": 1_000_000,                   # "over a million iterations" (uRNN §5.2 on this paper: C)
-    "mnist_tasks": "pixel_mnist,permuted_mnist",  # §4.2, Fig. 3 and Table 2
-    "mnist_models": "irnn,rnn_relu,rnn_tanh,lstm",
+    "mnist_tasks": ["pixel_mnist", "permuted_mnist"],  # §4.2, Fig. 3 and Table 2
+    "mnist_models": ["irnn", "rnn_relu", "rnn_tanh", "lstm"],
     "mnist_size": 28,                            # 784 steps, one pixel each
     "mnist_train": 0,                            # training images used (0: all 60,000)
     "mnist_test": 0,                             # test images scored (0: all 10,000)
@@ -41,7 +42,7 @@ CONFIG = {
     "batch_size": 16,                            # SGD minibatch 16 (§4, M)
     "optimizer": "sgd",                          # plain SGD, as the paper (not the Keras example's RMSprop)
     "momentum": 0.0,
-    "lr_grid": "1e-2,1e-3,1e-4,1e-5,1e-6,1e-7,1e-8",  # the paper's per-model lr grid is not known (Table 1: ?)
+    "lr_grid": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8],  # the paper's per-model lr grid is not known (Table 1: ?)
     "clip": 1.0,                                 # gradient norm clipped at 1 (§4: "gradient clipping", M)
     "pilot_steps": 1000,                         # pilot per lr, from the same initial network
     "init_std": 0.001,                           # rnn_relu's N(0, 0.001) recurrent init and every ReLU net's input weights
@@ -54,23 +55,21 @@ CONFIG = {
 
 TIERS = {
     # seconds, deterministic: tiny nets and sequences, a few dozen steps, every code path once
-    "smoke": {"adding_lengths": "20", "adding_steps": 40, "mnist_tasks": "pixel_mnist,permuted_mnist",
-              "mnist_models": "irnn,rnn_tanh", "mnist_size": 7, "mnist_train": 500, "mnist_test": 200,
-              "mnist_steps": 30, "hidden": 16, "optimizer": "rmsprop", "lr_grid": "1e-3,1e-4", "pilot_steps": 6, "adding_test": 200,
+    "smoke": {"adding_lengths": [20], "adding_steps": 40, "mnist_tasks": ["pixel_mnist", "permuted_mnist"],
+              "mnist_models": ["irnn", "rnn_tanh"], "mnist_size": 7, "mnist_train": 500, "mnist_test": 200,
+              "mnist_steps": 30, "hidden": 16, "optimizer": "rmsprop", "lr_grid": [1e-3, 1e-4], "pilot_steps": 6, "adding_test": 200,
               "eval_every": 10, "checkpoint_every": 20},
     # 8.8 min of single-thread CPU time per seed (README, measured): adding at T = 150 with all four
     # models; 14x14 pixel and permuted MNIST (196 steps) on a 20,000-image subset with IRNN, RNN-tanh
     # and LSTM. RMSprop instead of the paper's SGD: plain SGD left every model at the baseline within
     # this budget (README, deviations).
-    "cpu": {"adding_lengths": "150", "adding_steps": 8000, "mnist_models": "irnn,rnn_tanh,lstm",
+    "cpu": {"adding_lengths": [150], "adding_steps": 8000, "mnist_models": ["irnn", "rnn_tanh", "lstm"],
             "mnist_size": 14, "mnist_train": 20_000, "mnist_test": 2000, "mnist_steps": 4000,
-            "optimizer": "rmsprop", "lr_grid": "1e-3,1e-4", "pilot_steps": 300, "eval_every": 250,
+            "optimizer": "rmsprop", "lr_grid": [1e-3, 1e-4], "pilot_steps": 300, "eval_every": 250,
             "checkpoint_every": 1000},
-    "paper": {},
 }
-SEEDS = {"smoke": 1, "cpu": 3, "paper": 3}
-FEW_STEPS = {"adding_lengths": "150", "adding_steps": 2, "mnist_train": 100, "mnist_test": 50, "mnist_steps": 2,
-             "lr_grid": "1e-2", "pilot_steps": 1, "adding_test": 20, "eval_every": 1, "checkpoint_every": 1}
+FEW_STEPS = {"adding_lengths": [150], "adding_steps": 2, "mnist_train": 100, "mnist_test": 50, "mnist_steps": 2,
+             "lr_grid": [1e-2], "pilot_steps": 1, "adding_test": 20, "eval_every": 1, "checkpoint_every": 1}
 LIBRARIES = ()
 DATASETS = ("mnist",)
 
@@ -79,19 +78,21 @@ INIT_SEED = 7_000  # per-seed offset of the model-initialization streams
 
 # -- configuration ------------------------------------------------------------------------------------
 def validate(cfg: dict) -> None:
-    if cfg["optimizer"] not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg['optimizer']!r}")
+    """Everything --set can get wrong, before any data loads (harness contract)."""
+    check_names("optimizer", cfg["optimizer"], OPTIMIZERS)
+    check_names("adding_models", cfg["adding_models"], KINDS)
+    check_names("mnist_models", cfg["mnist_models"], KINDS)
+    check_names("mnist_tasks", cfg["mnist_tasks"], ("pixel_mnist", "permuted_mnist"))
+    check_range("adding_lengths", cfg["adding_lengths"], 2)
     for key in ("adding_steps", "mnist_steps", "hidden", "batch_size", "pilot_steps", "eval_every",
                 "checkpoint_every", "adding_test"):
-        if cfg[key] < 1:
-            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
-    for key in ("mnist_train", "mnist_test"):
-        if cfg[key] < 0:
-            raise ValueError(f"{key} must be >= 0 (0: the whole split), got {cfg[key]}")
-    if cfg["mnist_size"] not in (7, 14, 28):
-        raise ValueError(f"mnist_size must be 7, 14 or 28, got {cfg['mnist_size']}")
-    if not parse_numbers(cfg["lr_grid"], "lr_grid", positive=True):
-        raise ValueError("lr_grid must list at least one learning rate")
+        check_range(key, cfg[key], 1)
+    check_range("mnist_train", cfg["mnist_train"], 0, 60_000, what=" (0: the whole split)")
+    check_range("mnist_test", cfg["mnist_test"], 0, 10_000, what=" (0: the whole split)")
+    check_names("mnist_size", [cfg["mnist_size"]], (7, 14, 28))
+    if not cfg["lr_grid"]:
+        raise UsageError("lr_grid must list at least one learning rate")
+    check_range("lr_grid", cfg["lr_grid"], 1e-30, what=" (learning rates are positive)")
 
 
 def settings(cfg: dict, steps: int, lr: float) -> TrainSettings:
@@ -131,7 +132,7 @@ def pilot_score(initial: torch.nn.Module, task, cfg: dict, lr: float, seed: int)
 def pick_lr(initial: torch.nn.Module, task, cfg: dict, seed: int) -> tuple[float, dict[float, float]]:
     """The grid's lr with the lowest pilot score (ties: the first in the grid); every lr sees the same
     initial network and the same minibatches."""
-    scores = {lr: pilot_score(initial, task, cfg, lr, seed) for lr in parse_numbers(cfg["lr_grid"], "lr_grid", positive=True)}
+    scores = {lr: pilot_score(initial, task, cfg, lr, seed) for lr in cfg["lr_grid"]}
     return min(scores, key=scores.get), scores
 
 
@@ -146,18 +147,14 @@ def task_prefix(task) -> str:
 def train_model(kind: str, task, cfg: dict, ctx: RunContext, index: int) -> dict[str, float]:
     prefix = task_prefix(task)
     key = f"{prefix}_{kind}"
-    done = ctx.restore(f"{key}_done")
-    if done is not None:
-        return done["metrics"]
     seed = ctx.seed * INIT_SEED + 1000 * index + KINDS.index(kind)  # one init stream per model
     data_seed = ctx.seed * INIT_SEED + 1000 * index + 500            # one minibatch stream per task
-    model = build(kind, task, cfg, seed)
-    chosen = ctx.restore(f"{key}_lr")
-    if chosen is None:
+    model = build(kind, task, cfg, seed).to(ctx.device)  # built on the CPU's stream, then moved
+
+    def pilot() -> dict:
         lr, scores = pick_lr(model, task, cfg, data_seed)
-        ctx.checkpoint(f"{key}_lr", {"lr": lr, "scores": {str(k): v for k, v in scores.items()}})
-    else:
-        lr = chosen["lr"]
+        return {"lr": lr, "scores": {str(k): v for k, v in scores.items()}}
+    lr = ctx.stage(f"{key}_lr", pilot)["lr"]
     steps = cfg["adding_steps"] if prefix.startswith("adding") else cfg["mnist_steps"]
     result = train(model, task, settings(cfg, steps, lr), ctx, label=kind, seed=data_seed)
     if result["steps_per_s"] > 0:
@@ -167,21 +164,17 @@ def train_model(kind: str, task, cfg: dict, ctx: RunContext, index: int) -> dict
                f"{key}_lr": lr}
     if "accuracy" in result:
         metrics[f"{key}_test_accuracy"] = result["accuracy"]
-    ctx.checkpoint(f"{key}_done", {"metrics": metrics})
     return metrics
 
 
 def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
-    validate(cfg)
     # Vanishing gradients through 196+ tanh/LSTM steps of blank pixels underflow to denormal floats,
     # which made RNN-tanh's backward pass 3x slower on CPU; flushing them to 0 changes no result we
     # measured (same 500-step losses to the last digit) and only touches values below 1e-38.
     torch.set_flush_denormal(True)
-    adding_models = parse_names(cfg["adding_models"], "adding_models", KINDS)
-    mnist_models = parse_names(cfg["mnist_models"], "mnist_models", KINDS)
-    mnist_tasks = parse_names(cfg["mnist_tasks"], "mnist_tasks", ("pixel_mnist", "permuted_mnist"))
+    adding_models, mnist_models, mnist_tasks = cfg["adding_models"], cfg["mnist_models"], cfg["mnist_tasks"]
     tasks = [(lambda T=T: make_task("adding", T, test_size=cfg["adding_test"]), adding_models)
-             for T in parse_numbers(cfg["adding_lengths"], "adding_lengths", int, positive=True)]
+             for T in cfg["adding_lengths"]]
     tasks += [(lambda name=name: make_task(name, cfg["mnist_size"], test_size=cfg["mnist_test"] or None,
                                            train_size=cfg["mnist_train"] or None,
                                            permutation_seed=cfg["permutation_seed"]), mnist_models)
@@ -191,6 +184,6 @@ def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
         if not models:
             continue
         task = make()
-        for kind in models:
-            metrics.update(train_model(kind, task, cfg, ctx, index))
+        for kind in models:  # each model is a stage: a resumed run skips the finished ones
+            metrics.update(ctx.stage(f"{task_prefix(task)}_{kind}", lambda: train_model(kind, task, cfg, ctx, index)))
     return metrics

@@ -19,18 +19,20 @@ import torch
 from common.context import RunContext
 from common.recurrent import RecurrentBaseline, parameter_count
 from common.sequence_tasks import make_task
+from common.config import check_names, check_range
+from common.papers import UsageError
 from common.sequence_training import TrainSettings, train
 from reproductions.urnn.urnn import URNN
 
 # The paper tier (§5). Only these keys are --set-able; each is typed by its value.
 CONFIG = {
-    "copying_lengths": "100,200,300,500",   # Fig. 1
-    "adding_lengths": "100,200,400,750",    # Fig. 2
-    "mnist_tasks": "pixel_mnist,permuted_mnist",  # Fig. 3
+    "copying_lengths": [100, 200, 300, 500],  # Fig. 1
+    "adding_lengths": [100, 200, 400, 750],   # Fig. 2
+    "mnist_tasks": ["pixel_mnist", "permuted_mnist"],  # Fig. 3
     "mnist_side": 28,                        # 784 steps
-    "models": "urnn,lstm,rnn_tanh",
-    "copying_hidden": "urnn=128,lstm=40,rnn_tanh=80,irnn=80",
-    "hidden": "urnn=512,lstm=128,rnn_tanh=128,irnn=128",   # adding and MNIST
+    "models": ["urnn", "lstm", "rnn_tanh"],
+    "copying_hidden": {"urnn": 128, "lstm": 40, "rnn_tanh": 80, "irnn": 80},  # hidden units per model
+    "hidden": {"urnn": 512, "lstm": 128, "rnn_tanh": 128, "irnn": 128},       # adding and MNIST
     "lr": 1e-3,
     "rmsprop_decay": 0.9,
     "clip": 1.0,                             # LSTM and RNNs; the uRNN is never clipped
@@ -48,34 +50,48 @@ CONFIG = {
 }
 
 TIERS = {
-    "smoke": {"copying_lengths": "10", "adding_lengths": "10", "mnist_tasks": "", "models": "urnn,lstm",
-              "copying_hidden": "urnn=8,lstm=4", "hidden": "urnn=8,lstm=4", "copying_steps": 30,
+    "smoke": {"copying_lengths": [10], "adding_lengths": [10], "mnist_tasks": [], "models": ["urnn", "lstm"],
+              "copying_hidden": {"urnn": 8, "lstm": 4}, "hidden": {"urnn": 8, "lstm": 4}, "copying_steps": 30,
               "adding_steps": 30, "test_size": 50, "eval_every": 10, "checkpoint_every": 10,
               "speed_repeats": 0},  # no timing: smoke metrics are bit-exact
     # both toy tasks at T = 100 and both MNIST orders at 14x14, with the paper's models and sizes
     # except a 128-unit uRNN outside copying (README, Deviations)
-    "cpu": {"copying_lengths": "100", "adding_lengths": "100", "copying_steps": 3000, "adding_steps": 10_000,
+    "cpu": {"copying_lengths": [100], "adding_lengths": [100], "copying_steps": 3000, "adding_steps": 10_000,
             "mnist_side": 14, "mnist_steps": 1500, "mnist_test_size": 2000,
-            "hidden": "urnn=128,lstm=128,rnn_tanh=128,irnn=128"},
-    "paper": {},
+            "hidden": {"urnn": 128, "lstm": 128, "rnn_tanh": 128, "irnn": 128}},
 }
-SEEDS = {"smoke": 1, "cpu": 3, "paper": 3}
-FEW_STEPS = {"copying_lengths": "20", "adding_lengths": "20", "mnist_tasks": "permuted_mnist", "mnist_side": 7,
+FEW_STEPS = {"copying_lengths": [20], "adding_lengths": [20], "mnist_tasks": ["permuted_mnist"], "mnist_side": 7,
              "mnist_train_size": 64, "mnist_test_size": 20, "copying_steps": 2, "adding_steps": 2, "mnist_steps": 2, "test_size": 20,
              "eval_every": 1, "speed_repeats": 1}
 LIBRARIES = ()
 DATASETS = ("mnist",)
 
 
-def parse_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+MODELS = ("urnn", "lstm", "rnn_tanh", "irnn")
 
 
-def parse_sizes(text: str, key: str) -> dict[str, int]:
-    try:
-        return {name.strip(): int(size) for name, size in (part.split("=") for part in parse_list(text))}
-    except ValueError:
-        raise ValueError(f"{key} must look like 'urnn=128,lstm=40', got {text!r}") from None
+def validate(cfg: dict) -> None:
+    """Everything --set can get wrong, before any data loads (harness contract)."""
+    check_names("models", cfg["models"], MODELS)
+    check_names("mnist_tasks", cfg["mnist_tasks"], ("pixel_mnist", "permuted_mnist"))
+    check_range("copying_lengths", cfg["copying_lengths"], 1)
+    check_range("adding_lengths", cfg["adding_lengths"], 2)
+    for section in ("copying_hidden", "hidden"):
+        check_names(f"{section} (its models)", list(cfg[section]), MODELS)
+        check_range(section, list(cfg[section].values()), 1)
+        missing = [m for m in cfg["models"] if m not in cfg[section]]
+        if missing:
+            raise UsageError(f"{section} gives no size for model(s) {', '.join(missing)}")
+    check_names("mnist_side", [cfg["mnist_side"]], (7, 14, 28))
+    for key in ("batch_size", "copying_steps", "adding_steps", "mnist_steps", "test_size", "eval_every",
+                "final_evals", "checkpoint_every"):
+        check_range(key, cfg[key], 1)
+    check_range("mnist_train_size", cfg["mnist_train_size"], 0, 60_000, what=" (0: all)")
+    check_range("mnist_test_size", cfg["mnist_test_size"], 0, 10_000, what=" (0: all)")
+    check_range("speed_repeats", cfg["speed_repeats"], 0)
+    check_range("rmsprop_decay", cfg["rmsprop_decay"], 0, 1)
+    check_range("lr", cfg["lr"], 1e-30)
+    check_range("clip", cfg["clip"], 0)
 
 
 def build(kind: str, task, hidden: int) -> torch.nn.Module:
@@ -99,12 +115,14 @@ def step_seconds(step) -> float:
     return time.perf_counter() - started
 
 
-def step_cost(task, cfg: dict, sizes: dict[str, int], generator: torch.Generator) -> dict[str, float]:
+def step_cost(task, cfg: dict, sizes: dict[str, int], generator: torch.Generator,
+              device: torch.device) -> dict[str, float]:
     """Seconds per training step (forward, backward, RMSProp update) at the task's T and batch, for
     the LSTM of the paper's size and for the uRNN in both implementations, timed side by side."""
-    x, y = task.batch(cfg["batch_size"], generator)
+    x, y = (t.to(device) for t in task.batch(cfg["batch_size"], generator))
 
     def trainer(model, **kwargs):
+        model = model.to(device)
         optimizer = torch.optim.RMSprop(model.parameters(), lr=cfg["lr"], alpha=cfg["rmsprop_decay"])
 
         def step():
@@ -128,23 +146,17 @@ def step_cost(task, cfg: dict, sizes: dict[str, int], generator: torch.Generator
 def unitarity_error(model: URNN, generator: torch.Generator) -> float:
     """max over 256 random complex h of | ‖W h‖ − ‖h‖ | / ‖h‖ for the trained W, in float32 (§4.1)."""
     h = torch.complex(torch.randn(256, model.hidden, generator=generator),
-                      torch.randn(256, model.hidden, generator=generator))
+                      torch.randn(256, model.hidden, generator=generator)).to(model.theta.device)
     norm = torch.linalg.vector_norm(h, dim=1)
     return ((torch.linalg.vector_norm(model.unitary(h), dim=1) - norm).abs() / norm).max().item()
 
 
 def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
     torch.set_flush_denormal(True)  # tiny LSTM activations otherwise slow CPU steps ~20x (measured at T = 200)
-    models = parse_list(cfg["models"])
-    unknown = set(models) - {"urnn", "lstm", "rnn_tanh", "irnn"}
-    if unknown:
-        raise ValueError(f"models: unknown {sorted(unknown)}; valid models: urnn, lstm, rnn_tanh, irnn")
-    jobs = [("copying", int(T), cfg["copying_steps"], parse_sizes(cfg["copying_hidden"], "copying_hidden"))
-            for T in parse_list(cfg["copying_lengths"])]
-    jobs += [("adding", int(T), cfg["adding_steps"], parse_sizes(cfg["hidden"], "hidden"))
-             for T in parse_list(cfg["adding_lengths"])]
-    jobs += [(name, cfg["mnist_side"], cfg["mnist_steps"], parse_sizes(cfg["hidden"], "hidden"))
-             for name in parse_list(cfg["mnist_tasks"])]
+    models = cfg["models"]
+    jobs = [("copying", T, cfg["copying_steps"], cfg["copying_hidden"]) for T in cfg["copying_lengths"]]
+    jobs += [("adding", T, cfg["adding_steps"], cfg["hidden"]) for T in cfg["adding_lengths"]]
+    jobs += [(name, cfg["mnist_side"], cfg["mnist_steps"], cfg["hidden"]) for name in cfg["mnist_tasks"]]
     metrics: dict[str, float] = {}
     for name, T, steps, sizes in jobs:
         mnist = name.endswith("mnist")
@@ -152,19 +164,25 @@ def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
                          train_size=cfg["mnist_train_size"] or None)
         key = task.name
         metrics[f"{key}_baseline"] = task.baseline
-        for index, kind in enumerate(models):
-            torch.manual_seed(ctx.seed * 1000 + index)  # each model's init, independent of the others' training
-            model = build(kind, task, sizes[kind])
-            result = train(model, task, settings(cfg, kind, steps), ctx, kind, seed=ctx.seed)
-            metrics[f"{key}_{kind}_parameters"] = float(parameter_count(model))
-            for metric, value in result.items():
-                if metric == "steps_per_s":
-                    ctx.record_throughput(f"{key}_{kind}_steps_per_s", value)
-                else:
-                    metrics[f"{key}_{kind}_{'test_' + metric if metric != 'diverged_at' else metric}"] = value
-            if kind == "urnn":
-                metrics[f"{key}_urnn_unitarity_error"] = unitarity_error(model, torch.Generator().manual_seed(ctx.seed))
+        for index, kind in enumerate(models):  # each model is a stage: a resumed run skips the finished ones
+            metrics.update(ctx.stage(f"{key}_{kind}", lambda: train_model(kind, index, task, steps, sizes, cfg, ctx)))
         if cfg["speed_repeats"] > 0:
-            cost = step_cost(task, cfg, sizes, torch.Generator().manual_seed(ctx.seed))
+            cost = step_cost(task, cfg, sizes, torch.Generator().manual_seed(ctx.seed), ctx.device)
             metrics.update({f"{key}_{metric}": value for metric, value in cost.items()})
+    return metrics
+
+
+def train_model(kind: str, index: int, task, steps: int, sizes: dict, cfg: dict, ctx: RunContext) -> dict[str, float]:
+    key, metrics = task.name, {}
+    torch.manual_seed(ctx.seed * 1000 + index)  # each model's init, independent of the others' training
+    model = build(kind, task, sizes[kind]).to(ctx.device)  # built on the CPU's stream, then moved
+    result = train(model, task, settings(cfg, kind, steps), ctx, kind, seed=ctx.seed)
+    metrics[f"{key}_{kind}_parameters"] = float(parameter_count(model))
+    for metric, value in result.items():
+        if metric == "steps_per_s":
+            ctx.record_throughput(f"{key}_{kind}_steps_per_s", value)
+        else:
+            metrics[f"{key}_{kind}_{'test_' + metric if metric != 'diverged_at' else metric}"] = value
+    if kind == "urnn":
+        metrics[f"{key}_urnn_unitarity_error"] = unitarity_error(model, torch.Generator().manual_seed(ctx.seed))
     return metrics

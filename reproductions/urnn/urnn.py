@@ -100,7 +100,7 @@ class FusedModReLURecurrence(torch.autograd.Function):
         grad_h = grad_h.transpose(0, 1)
         grad_z = torch.empty_like(z_all)
         q_all = torch.empty_like(modulus)
-        carried = torch.zeros(batch, width, dtype=z_all.dtype)
+        carried = torch.zeros(batch, width, dtype=z_all.dtype, device=z_all.device)
         wr_t = wr.t().contiguous()
         for t in range(steps - 1, -1, -1):
             g = (grad_h[t] + carried).view(batch, 2, n)
