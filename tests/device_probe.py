@@ -111,15 +111,23 @@ class DeviceProbe(TorchFunctionMode):
                     self.placed.discard(key)
         return out
 
+    def _from_numpy(self, array):
+        """torch.from_numpy bypasses the mode: its tensor is host memory, whatever address it got."""
+        out = self._torch_from_numpy(array)
+        self.placed.discard(_storage(out))
+        return out
+
     def __enter__(self):
         self._dynamo = torch._dynamo.config.patch(disable=True)
         self._dynamo.__enter__()
+        self._torch_from_numpy, torch.from_numpy = torch.from_numpy, self._from_numpy
         return super().__enter__()
 
     def __exit__(self, *exc):
         try:
             return super().__exit__(*exc)
         finally:
+            torch.from_numpy = self._torch_from_numpy
             self._dynamo.__exit__(*exc)
 
     def report(self, limit: int = 5) -> str:
