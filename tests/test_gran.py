@@ -291,3 +291,13 @@ def test_training_resumes_after_a_kill(tmp_path):
         for name, value in whole["early"][key].items():
             torch.testing.assert_close(resumed["early"][key][name], value, rtol=0, atol=0)
     assert [r["step"] for r in ctx.curves] == sorted({r["step"] for r in ctx.curves})  # no duplicated rows
+
+
+@pytest.mark.parametrize("item, key", [
+    ("dataset=svhn", "dataset"), ("gran_steps=1,5", "gran_steps"), ("early_steps=0", "early_steps"),
+    ("train_size=70000", "train_size"), ("beta1=2", "beta1"), ("lr_gen=fast", "lr_gen"),
+])
+def test_bad_settings_are_usage_errors_before_anything_loads(item, key, tmp_path, monkeypatch, capsys):
+    from tests.conftest import assert_usage_error
+    line = assert_usage_error("gran", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert key in line

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.config import check_names, check_range
 from common.context import RunContext
+from common.papers import UsageError
 from reproductions.gran.gam import Battle, as_model, gam_battle
 from reproductions.gran.gran import GRAN, DCGANGenerator, Discriminator, sample_noise
 
@@ -33,7 +35,7 @@ CONFIG = {
     "noise_dim": 100,              # num_z = 100
     "gen_width": 1024,             # decoder's first feature map: nkerns[0] * ckern = 8 * 128
     "dis_width": 256,              # discriminator's first conv width (doubles per layer)
-    "gran_steps": "1,3,5",         # the GRANs trained and battled (T values)
+    "gran_steps": [1, 3, 5],       # the GRANs trained and battled (T values)
     "compare_steps": 3,            # the GRAN used against DCGAN-vs-early checks (official num_steps = 3)
     "batch_size": 100,
     "lr_gen": 1e-4,                # epsilon_gen
@@ -56,9 +58,7 @@ TIERS = {
     "cpu": {"dataset": "mnist", "noise_dim": 100, "gen_width": 64, "dis_width": 32, "lr_gen": 2e-4,
             "lr_dis": 2e-4, "beta1": 0.5, "train_steps": 1000, "early_steps": 100, "n_samples": 10000,
             "log_every": 50, "checkpoint_every": 250},
-    "paper": {},
 }
-SEEDS = {"smoke": 1, "cpu": 3, "paper": 3}
 FEW_STEPS = {"dataset": "mnist", "train_size": 500, "test_size": 200, "gen_width": 64, "dis_width": 32,
              "train_steps": 2, "early_steps": 1, "n_samples": 200, "log_every": 1}
 LIBRARIES = ()
@@ -72,24 +72,34 @@ def load_data(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
     from common.datasets import cifar10, mnist
     if cfg["dataset"] == "mnist":
         train, test = mnist("train")[0][:, None], mnist("test")[0][:, None]
-    elif cfg["dataset"] == "cifar10":
-        train, test = (x.transpose(0, 3, 1, 2) for x in (cifar10("train")[0], cifar10("test")[0]))
     else:
-        raise ValueError(f"dataset must be 'mnist' or 'cifar10', got {cfg['dataset']!r}")
+        train, test = (x.transpose(0, 3, 1, 2) for x in (cifar10("train")[0], cifar10("test")[0]))
     if cfg["test_size"] > 0:
         test = test[:cfg["test_size"]]
     as_float = (lambda a: torch.tensor(a, dtype=torch.float32) / 255.0)
     return as_float(train[:cfg["train_size"]]), as_float(test)
 
 
-def gran_steps(cfg: dict) -> list[int]:
-    steps = [int(s) for s in cfg["gran_steps"].split(",") if s.strip()]
-    if not 0 < cfg["early_steps"] < cfg["train_steps"]:
-        raise ValueError(f"early_steps must be in (0, train_steps={cfg['train_steps']}), got {cfg['early_steps']}")
+TRAIN_IMAGES = {"mnist": 60_000, "cifar10": 50_000}
+
+
+def validate(cfg: dict) -> None:
+    """Everything --set can get wrong, before any data loads (harness contract)."""
+    check_names("dataset", cfg["dataset"], tuple(TRAIN_IMAGES))
+    for key in ("noise_dim", "gen_width", "dis_width", "batch_size", "train_steps", "n_samples", "log_every",
+                "checkpoint_every", "compare_steps"):
+        check_range(key, cfg[key], 1)
+    check_range("train_size", cfg["train_size"], cfg["batch_size"], TRAIN_IMAGES[cfg["dataset"]],
+                what=" (at least one batch, at most the training split)")
+    check_range("test_size", cfg["test_size"], 0, what=" (0: the whole test split)")
+    check_range("early_steps", cfg["early_steps"], 1, cfg["train_steps"] - 1, what=" (inside train_steps)")
+    for key in ("lr_gen", "lr_dis", "r_test_tol"):
+        check_range(key, cfg[key], 0)
+    check_range("beta1", cfg["beta1"], 0, 1)
+    steps = cfg["gran_steps"]
     if not steps or min(steps) < 1 or cfg["compare_steps"] not in steps:
-        raise ValueError(f"gran_steps must list T >= 1 including compare_steps={cfg['compare_steps']}, "
-                         f"got {cfg['gran_steps']!r}")
-    return steps
+        raise UsageError(f"gran_steps must list T >= 1 including compare_steps={cfg['compare_steps']}, "
+                         f"got {steps}")
 
 
 def build(name: str, cfg: dict, channels: int, size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -106,7 +116,7 @@ def train(name: str, gen, dis, data: torch.Tensor, cfg: dict, ctx: RunContext, s
     cross-entropy on a real and a generated batch; G the non-saturating -log D(G(z)) (cost_gen, target 1).
 
     Returns {"gen", "dis", "early" (state dicts at step `snapshot_at`, or None), "images_per_s"};
-    checkpoints every `checkpoint_every` steps and when done, so --resume continues inside a model.
+    checkpoints every `checkpoint_every` steps, so --resume continues inside a model (run() makes it a stage).
     """
     betas = (cfg["beta1"], 0.999)
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg["lr_gen"], betas=betas)
@@ -117,8 +127,6 @@ def train(name: str, gen, dis, data: torch.Tensor, cfg: dict, ctx: RunContext, s
         gen.load_state_dict(state["gen"])
         dis.load_state_dict(state["dis"])
         early = state["early"]
-        if state["done"]:
-            return state
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         start = state["step"]
@@ -148,12 +156,10 @@ def train(name: str, gen, dis, data: torch.Tensor, cfg: dict, ctx: RunContext, s
         if step + 1 == snapshot_at:
             early = {"gen": copy.deepcopy(gen.state_dict()), "dis": copy.deepcopy(dis.state_dict())}
         if (step + 1) % cfg["checkpoint_every"] == 0 and step + 1 < cfg["train_steps"]:
-            ctx.checkpoint(name, {"done": False, "step": step + 1, "gen": gen.state_dict(), "dis": dis.state_dict(),
+            ctx.checkpoint(name, {"step": step + 1, "gen": gen.state_dict(), "dis": dis.state_dict(),
                                   "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "early": early})
-    state = {"done": True, "gen": gen.state_dict(), "dis": dis.state_dict(), "early": early,
-             "images_per_s": batch * timed_steps / timed if timed > 0 else 0.0}
-    ctx.checkpoint(name, state)
-    return state
+    return {"gen": gen.state_dict(), "dis": dis.state_dict(), "early": early,
+            "images_per_s": batch * timed_steps / timed if timed > 0 else 0.0}
 
 
 # -- battles (§4) ----------------------------------------------------------------------------------------
@@ -217,7 +223,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 # -- the contract ------------------------------------------------------------------------------------------
 def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
-    steps = gran_steps(cfg)
+    steps = cfg["gran_steps"]
     compare = f"gran{cfg['compare_steps']}"
     train_x, test_x = load_data(cfg)
     channels, size = train_x.shape[1], train_x.shape[2]
@@ -226,7 +232,8 @@ def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
     for name in names:
         gen, dis = build(name, cfg, channels, size)
         gen, dis = gen.to(ctx.device), dis.to(ctx.device)
-        state = train(name, gen, dis, train_x, cfg, ctx, snapshot_at=cfg["early_steps"] if name == compare else 0)
+        snapshot_at = cfg["early_steps"] if name == compare else 0  # each model is a stage: resumes skip it
+        state = ctx.stage(name, lambda: train(name, gen, dis, train_x, cfg, ctx, snapshot_at=snapshot_at))
         gen.load_state_dict(state["gen"])
         dis.load_state_dict(state["dis"])
         models[name] = (gen, dis)
