@@ -199,3 +199,12 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
         assert resumed[k] == pytest.approx(reference[k], rel=1e-5, abs=1e-6), k
     steps = [(r["task"], r["model"], r["step"]) for r in ctx.curves if "task" in r]
     assert len(steps) == len(set(steps))                                     # no duplicated curve rows
+
+@pytest.mark.parametrize("item, key", [
+    ("image_size=100", "image_size"), ("image_models=siren,gelu", "image_models"),
+    ("audio_file=song.mp3", "audio_file"), ("hidden=0", "hidden"), ("lr=fast", "lr"),
+])
+def test_bad_settings_are_usage_errors_before_anything_loads(item, key, tmp_path, monkeypatch, capsys):
+    from tests.conftest import assert_usage_error
+    line = assert_usage_error("siren", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert key in line

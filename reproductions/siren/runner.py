@@ -25,9 +25,11 @@ import torch
 from PIL import Image
 from scipy import stats
 
+from common.config import check_names, check_range
 from common.context import RunContext
 from common.data import dataset_file
-from reproductions.siren.siren import Siren, divergence, get_mgrid, gradient, make_model
+from common.papers import UsageError
+from reproductions.siren.siren import MODELS, Siren, divergence, get_mgrid, gradient, make_model
 
 # Paper values (official scripts' defaults). Only these keys are --set-able; each is typed by its value.
 CONFIG = {
@@ -36,16 +38,16 @@ CONFIG = {
     "lr": 1e-4,                    # Adam, every task
     "image_size": 512,             # train_img.py: camera at 512x512
     "image_steps": 10000,          # num_epochs=10000, one full-batch step per epoch
-    "image_models": "siren,relu,relu_pe,tanh",
+    "image_models": ["siren", "relu", "relu_pe", "tanh"],
     "poisson_size": 256,           # train_poisson_grad_img.py: sidelength 256
     "poisson_steps": 10000,
-    "poisson_models": "siren,tanh,relu_pe,relu",
+    "poisson_models": ["siren", "tanh", "relu_pe", "relu"],
     "audio_file": "gt_bach.wav",   # train_audio.py default
     "audio_start_s": 0.0,          # crop start (seconds) ...
     "audio_seconds": 0.0,          # ... and length; 0 = the whole clip, as in the paper
     "audio_steps": 9001,           # num_epochs=9001
     "audio_first_omega": 3000.0,   # first-layer ω0 for audio over a [-1, 1] time axis (§4.1)
-    "audio_models": "siren,relu,relu_pe",
+    "audio_models": ["siren", "relu", "relu_pe"],
     "act_depth": 10,               # activation statistics (§3.2): hidden layers of the deep SIREN,
     "act_width": 1024,             # their width,
     "act_points": 4096,            # and the number of 1-D inputs in [-1, 1] (not pinned by the paper)
@@ -62,9 +64,7 @@ TIERS = {
     # ~15 min per seed on one CPU thread (measured, see README)
     "cpu": {"image_size": 128, "image_steps": 300, "poisson_size": 64, "poisson_steps": 400,
             "audio_start_s": 2.0, "audio_seconds": 0.25, "audio_steps": 300, "checkpoint_every": 100},
-    "paper": {},
 }
-SEEDS = {"smoke": 1, "cpu": 3, "paper": 3}
 # Two steps per fit, compile off. The sizes shrink too: two steps of the paper tier at full size
 # (512² images, 256² double backward, the 308k-sample clip) take ~280 s and 8 GB on one CPU thread.
 FEW_STEPS = {"image_steps": 2, "poisson_steps": 2, "audio_steps": 2, "log_every": 1, "compile": False,
@@ -80,8 +80,6 @@ def load_image(size: int) -> np.ndarray:
     Normalize(0.5, 0.5) after ToTensor."""
     img = np.asarray(Image.open(dataset_file("siren", "camera.png")).convert("L"), dtype=np.float64) / 255.0
     f = img.shape[0] // size
-    if f * size != img.shape[0]:
-        raise ValueError(f"image_size must divide {img.shape[0]}, got {size}")
     img = img.reshape(size, f, size, f).mean(axis=(1, 3))  # area averaging
     return (2.0 * img - 1.0).astype(np.float32)
 
@@ -186,8 +184,8 @@ def fit(ctx: RunContext, cfg: dict, task: str, kind: str, model: torch.nn.Module
     """Train `model` for `steps` full-batch steps of `step_fn(net, opt) -> (loss, output)`.
 
     Logs loss and `evaluate(output)` (a dict of numbers) every `log_every` steps, checkpoints every
-    `checkpoint_every` steps and at the end. Returns the final state: {"done", "step", "model",
-    "metrics", "arrays", "steps_per_s"}; a finished fit found on --resume is returned as it was.
+    `checkpoint_every` steps, so --resume continues inside a fit. Returns {"step", "model",
+    "steps_per_s"}; the caller makes fit-and-score one ctx.stage, so a finished fit is not run again.
     """
     key = f"{task}_{kind}"
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
@@ -195,8 +193,6 @@ def fit(ctx: RunContext, cfg: dict, task: str, kind: str, model: torch.nn.Module
     start = 0
     if state is not None:
         model.load_state_dict(state["model"])
-        if state["done"]:
-            return state
         opt.load_state_dict(state["opt"])
         start = state["step"]
     net = try_compile(model) if use_compile else model
@@ -216,22 +212,38 @@ def fit(ctx: RunContext, cfg: dict, task: str, kind: str, model: torch.nn.Module
         if step % cfg["log_every"] == 0:
             ctx.log(step, task=task, model=kind, loss=loss.item(), **evaluate(out))
         if (step + 1) % cfg["checkpoint_every"] == 0 and step + 1 < steps:
-            ctx.checkpoint(key, {"done": False, "step": step + 1, "model": model.state_dict(),
+            ctx.checkpoint(key, {"step": step + 1, "model": model.state_dict(),
                                  "opt": opt.state_dict()})
     steps_per_s = timed_steps / timed if timed > 0 else 0.0
-    return {"done": False, "step": steps, "model": model.state_dict(), "steps_per_s": steps_per_s}
+    return {"step": steps, "model": model.state_dict(), "steps_per_s": steps_per_s}
 
 
-def finish(ctx: RunContext, task: str, kind: str, state: dict, metrics: dict, arrays: dict) -> dict:
-    """Record a finished fit: throughput, and a checkpoint holding everything needed on --resume."""
-    state = {**state, "done": True, "metrics": metrics,
-             "arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}}
-    ctx.checkpoint(f"{task}_{kind}", state)
-    return state
+def finish(state: dict, metrics: dict, arrays: dict) -> dict:
+    """A finished fit's stage result: its state, final metrics and pictures (as tensors)."""
+    return {**state, "metrics": metrics,
+            "arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}}
 
 
-def models_of(cfg: dict, key: str) -> list[str]:
-    return [m.strip() for m in cfg[key].split(",") if m.strip()]
+CAMERA_SIDE = 512  # camera.png is 512 x 512
+AUDIO_FILES = ("gt_bach.wav", "gt_counting.wav")
+
+
+def validate(cfg: dict) -> None:
+    """Everything --set can get wrong, before any data loads (harness contract)."""
+    for key in ("image_models", "poisson_models", "audio_models"):
+        check_names(key, cfg[key], MODELS)
+    for key in ("image_size", "poisson_size"):
+        check_range(key, cfg[key], 2, CAMERA_SIDE)
+        if CAMERA_SIDE % cfg[key]:
+            raise UsageError(f"{key} must divide {CAMERA_SIDE} (camera.png's side), got {cfg[key]}")
+    check_names("audio_file", cfg["audio_file"], AUDIO_FILES)
+    for key in ("hidden", "hidden_layers", "image_steps", "poisson_steps", "audio_steps", "act_depth", "act_width",
+                "act_points", "log_every", "checkpoint_every"):
+        check_range(key, cfg[key], 1)
+    for key in ("audio_start_s", "audio_seconds"):
+        check_range(key, cfg[key], 0)
+    check_range("lr", cfg["lr"], 1e-30)
+    check_range("audio_first_omega", cfg["audio_first_omega"], 1e-30)
 
 
 # -- 1. image fitting (Fig. 1) ----------------------------------------------------------------------
@@ -242,23 +254,26 @@ def image_task(cfg: dict, ctx: RunContext, use_compile: bool):
     coords = get_mgrid(size).to(dev)
     target = torch.from_numpy(img).reshape(-1, 1).to(dev)
     metrics, fitted, recon = {}, {}, {"gt": to_uint8(img)}
-    for kind in models_of(cfg, "image_models"):
+    for kind in cfg["image_models"]:
         model = make_model(kind, 2, 1, cfg["hidden"], cfg["hidden_layers"], samples=size).to(dev)
 
         def step_fn(net, opt):
             return mse_step(net, opt, coords, target)
 
-        state = fit(ctx, cfg, "image", kind, model, step_fn, cfg["image_steps"],
-                    lambda out: {"psnr": psnr(out, target)}, use_compile)
-        if not state["done"]:
+        def fit_and_score(kind=kind, model=model, step_fn=step_fn):
+            state = fit(ctx, cfg, "image", kind, model, step_fn, cfg["image_steps"],
+                        lambda out: {"psnr": psnr(out, target)}, use_compile)
             with torch.no_grad():
                 out = model(coords)
             final = {f"image_psnr_{kind}": psnr(out, target)}
             ctx.log(cfg["image_steps"], task="image", model=kind, loss=((out - target) ** 2).mean().item(),
                     psnr=final[f"image_psnr_{kind}"])
-            state = finish(ctx, "image", kind, state, final, {kind: to_uint8(out.reshape(size, size))})
+            return finish(state, final, {kind: to_uint8(out.reshape(size, size))})
+
+        state = ctx.stage(f"image_{kind}", fit_and_score)
+        model.load_state_dict(state["model"])
         metrics.update(state["metrics"])
-        recon.update({k: v.numpy() for k, v in state["arrays"].items()})
+        recon.update({k: v.cpu().numpy() for k, v in state["arrays"].items()})
         ctx.record_throughput(f"image_{kind}_steps_per_s", state["steps_per_s"])
         fitted[kind] = model
     ctx.save_arrays("image", **recon)
@@ -319,7 +334,7 @@ def poisson_task(cfg: dict, ctx: RunContext) -> dict:
         return a * o + gt.mean()
 
     metrics, arrays = {}, {"gt": to_uint8(img)}
-    for kind in models_of(cfg, "poisson_models"):
+    for kind in cfg["poisson_models"]:
         model = make_model(kind, 2, 1, cfg["hidden"], cfg["hidden_layers"], samples=size).to(dev)
 
         def step_fn(net, opt):
@@ -332,9 +347,9 @@ def poisson_task(cfg: dict, ctx: RunContext) -> dict:
             return loss.detach(), out.detach()
 
         # double backward: torch.compile (AOTAutograd) does not support it, so this fit runs eagerly
-        state = fit(ctx, cfg, "poisson", kind, model, step_fn, cfg["poisson_steps"],
-                    lambda out: {"psnr": psnr(reconstruct(out), gt)}, use_compile=False)
-        if not state["done"]:
+        def fit_and_score(kind=kind, model=model, step_fn=step_fn):
+            state = fit(ctx, cfg, "poisson", kind, model, step_fn, cfg["poisson_steps"],
+                        lambda out: {"psnr": psnr(reconstruct(out), gt)}, use_compile=False)
             x = coords.clone().requires_grad_(True)
             out = model(x)
             loss = ((gradient(out, x, create_graph=False) - target) ** 2).sum(-1).mean().item()
@@ -342,9 +357,11 @@ def poisson_task(cfg: dict, ctx: RunContext) -> dict:
             final = {f"poisson_psnr_{kind}": psnr(reconstruct(out), gt),
                      f"poisson_psnr_affine_{kind}": psnr(reconstruct_affine(out), gt)}
             ctx.log(cfg["poisson_steps"], task="poisson", model=kind, loss=loss, psnr=final[f"poisson_psnr_{kind}"])
-            state = finish(ctx, "poisson", kind, state, final, {kind: to_uint8(reconstruct(out).reshape(size, size))})
+            return finish(state, final, {kind: to_uint8(reconstruct(out).reshape(size, size))})
+
+        state = ctx.stage(f"poisson_{kind}", fit_and_score)
         metrics.update(state["metrics"])
-        arrays.update({k: v.numpy() for k, v in state["arrays"].items()})
+        arrays.update({k: v.cpu().numpy() for k, v in state["arrays"].items()})
         ctx.record_throughput(f"poisson_{kind}_steps_per_s", state["steps_per_s"])
     ctx.save_arrays("poisson", **arrays)
     return metrics
@@ -368,24 +385,25 @@ def audio_task(cfg: dict, ctx: RunContext, use_compile: bool) -> dict:
     metrics, arrays = {}, {"gt": y[:keep, 0].cpu().numpy().astype(np.float16),
                            "t": t[:keep, 0].cpu().numpy().astype(np.float32),
                            "rate": np.array(rate)}
-    for kind in models_of(cfg, "audio_models"):
+    for kind in cfg["audio_models"]:
         model = make_model(kind, 1, 1, cfg["hidden"], cfg["hidden_layers"], samples=n_full,
                            first_omega=cfg["audio_first_omega"]).to(dev)
 
         def step_fn(net, opt):
             return mse_step(net, opt, t, y)
 
-        state = fit(ctx, cfg, "audio", kind, model, step_fn, cfg["audio_steps"], scores, use_compile)
-        if not state["done"]:
+        def fit_and_score(kind=kind, model=model, step_fn=step_fn):
+            state = fit(ctx, cfg, "audio", kind, model, step_fn, cfg["audio_steps"], scores, use_compile)
             with torch.no_grad():
                 out = model(t)
             s = scores(out)
             ctx.log(cfg["audio_steps"], task="audio", model=kind, loss=s["mse"], **s)
-            state = finish(ctx, "audio", kind, state,
-                           {f"audio_mse_{kind}": s["mse"], f"audio_snr_db_{kind}": s["snr_db"]},
-                           {kind: out[:keep, 0].cpu().numpy().astype(np.float16)})
+            return finish(state, {f"audio_mse_{kind}": s["mse"], f"audio_snr_db_{kind}": s["snr_db"]},
+                          {kind: out[:keep, 0].cpu().numpy().astype(np.float16)})
+
+        state = ctx.stage(f"audio_{kind}", fit_and_score)
         metrics.update(state["metrics"])
-        arrays.update({k: v.numpy() for k, v in state["arrays"].items()})
+        arrays.update({k: v.cpu().numpy() for k, v in state["arrays"].items()})
         ctx.record_throughput(f"audio_{kind}_steps_per_s", state["steps_per_s"])
     ctx.save_arrays("audio", **arrays)
     return metrics
