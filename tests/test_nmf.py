@@ -231,3 +231,13 @@ def test_images_are_column_major():
     images = as_images(B)
     assert images.shape == (2, 19, 19)
     np.testing.assert_array_equal(images[0], np.arange(361).reshape(19, 19, order="F"))
+
+
+@pytest.mark.parametrize("item, key", [
+    ("n_images=5000", "n_images"), ("rank=0", "rank"), ("synthetic_density_w=1.5", "synthetic_density_w"),
+    ("iterations=many", "iterations"),
+])
+def test_bad_settings_are_usage_errors_before_anything_loads(item, key, tmp_path, monkeypatch, capsys):
+    from tests.conftest import assert_usage_error
+    line = assert_usage_error("nmf", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert key in line

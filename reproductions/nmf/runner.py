@@ -20,6 +20,7 @@ import numpy as np
 import scipy.io
 import torch
 
+from common.config import check_range
 from common.context import RunContext
 from common.data import dataset_file
 from reproductions.nmf import nmf
@@ -50,10 +51,7 @@ TIERS = {
               "sklearn_iterations": 10, "timing_repeats": 0},   # no timing: smoke metrics are bit-exact
     "cpu": {"iterations": 1000, "synthetic_iterations": 5000, "sklearn_iterations": 200,
             "timing_iterations": 100, "timing_repeats": 15},
-    "paper": {},
 }
-
-SEEDS = {"smoke": 1, "cpu": 3, "paper": 3}
 
 FEW_STEPS = {"iterations": 2, "synthetic_iterations": 2, "sklearn_iterations": 2,
              "timing_iterations": 2, "timing_repeats": 1}
@@ -62,6 +60,21 @@ LIBRARIES = ("scikit-learn", "scipy")
 DATASETS = ("cbcl-faces",)
 
 SIDE = 19  # CBCL images are 19 × 19
+CBCL_FACES = 2429  # training faces in the CBCL set
+
+
+def validate(cfg: dict) -> None:
+    """Everything --set can get wrong, before any data loads (harness contract)."""
+    check_range("n_images", cfg["n_images"], 2, CBCL_FACES)
+    check_range("rank", cfg["rank"], 1, min(SIDE * SIDE, cfg["n_images"]))
+    check_range("synthetic_rank", cfg["synthetic_rank"], 1, min(cfg["synthetic_n"], cfg["synthetic_m"]))
+    for key in ("iterations", "log_every", "synthetic_n", "synthetic_m", "synthetic_iterations",
+                "sklearn_iterations", "timing_iterations"):
+        check_range(key, cfg[key], 1)
+    check_range("timing_repeats", cfg["timing_repeats"], 0, what=" (0: no timing)")
+    for key in ("near_zero_threshold", "synthetic_density_w", "synthetic_density_h"):
+        check_range(key, cfg[key], 1e-12, 1)
+    check_range("synthetic_noise", cfg["synthetic_noise"], 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -227,18 +240,13 @@ def _run(cfg: dict, ctx: RunContext) -> dict[str, float]:
     device = torch.device("cpu") if ctx.device.type == "mps" else ctx.device
     metrics: dict[str, float] = {}
     bases: dict[str, torch.Tensor] = {}
-    resuming = True  # restore phases in order until the first one that has no checkpoint
 
     def phase(key: str, compute):
-        nonlocal resuming
-        state = ctx.restore(key) if resuming else None
-        if state is None:
-            resuming = False
-            state = compute()
-            ctx.checkpoint(key, state)
+        """One stage of the run: computed once, its result checkpointed and reused on --resume."""
+        state = ctx.stage(key, compute)
         metrics.update(state["metrics"])
         if "basis" in state:
-            bases[key] = state["basis"]
+            bases[key] = state["basis"].cpu()
 
     # -- faces ------------------------------------------------------------------------------------
     V = load_faces(cfg["n_images"]).to(device, dtype)
