@@ -182,20 +182,3 @@ def check_range(key: str, value, low=None, high=None, what: str = "") -> None:
         if (low is not None and item < low) or (high is not None and item > high):
             bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
             raise UsageError(f"{key} must be {bounds}{what}, got {value}")
-
-
-def parse_names(text: str, key: str, valid: tuple[str, ...]) -> list[str]:
-    """A comma-separated list-valued key, e.g. "elu,relu", checked against the names it may hold."""
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    return check_names(key, names, valid)
-
-
-def parse_numbers(text: str, key: str, kind=float, positive: bool = False) -> list:
-    """A comma-separated list of numbers, e.g. "0.01,0.001", each parsed as `kind` (never evaluated)."""
-    try:
-        values = [kind(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UsageError(f"{key} must be comma-separated {kind.__name__}s, got {text!r}") from None
-    if positive and any(v <= 0 for v in values):
-        raise UsageError(f"{key} must list positive numbers, got {text!r}")
-    return values

@@ -131,17 +131,25 @@ def test_wandb_without_the_package_is_a_clear_error(toy, capsys, monkeypatch):
     assert "wandb is not installed" in capsys.readouterr().err
 
 
-def test_list_valued_keys_parse_as_data_and_name_what_is_valid():
-    from common.config import parse_names, parse_numbers
-    assert parse_names(" elu, relu ,", "acts", ("elu", "relu")) == ["elu", "relu"]
+def test_lists_and_sections_parse_as_data_and_name_what_is_valid():
+    from common.config import check_names, check_range, merge, parse_sets, read_config
+    runner = type("R", (), {"CONFIG": {"acts": ["elu"], "sizes": [3], "lrs": [0.1], "sac": {"lr": 3e-4, "tau": 0.005}}})
+    assert parse_sets(runner, ["acts= elu, relu ,", "sizes=3,5", "lrs=0.01,1e-3", "sac.lr=1e-3"]) == \
+        {"acts": ["elu", "relu"], "sizes": [3, 5], "lrs": [0.01, 0.001], "sac.lr": 0.001}
+    with pytest.raises(UsageError, match="sizes takes a int"):
+        parse_sets(runner, ["sizes=3,__import__"])
+    with pytest.raises(UsageError, match="sac: is a section; set one of its keys: sac.lr, sac.tau"):
+        parse_sets(runner, ["sac=1"])
+    with pytest.raises(UsageError, match="valid keys: acts, lrs, sac.lr, sac.tau, sizes"):
+        parse_sets(runner, ["sac.gamma=0.9"])
+    assert merge(runner.CONFIG, {"sac.lr": 1.0})["sac"] == {"lr": 1.0, "tau": 0.005}
     with pytest.raises(UsageError, match="acts: unknown 'gelu'; valid: elu, relu"):
-        parse_names("elu,gelu", "acts", ("elu", "relu"))
-    assert parse_numbers("0.01,1e-3", "lrs") == [0.01, 0.001] and parse_numbers("3,5", "sizes", int) == [3, 5]
-    with pytest.raises(UsageError, match="sizes must be comma-separated ints, got '3,__import__'"):
-        parse_numbers("3,__import__", "sizes", int)
-    with pytest.raises(UsageError, match="must list positive numbers"):
-        parse_numbers("1,-2", "lengths", int, positive=True)
-    assert parse_numbers("1,-2", "offsets", int) == [1, -2]
+        check_names("acts", ["elu", "gelu"], ("elu", "relu"))
+    with pytest.raises(UsageError, match=r"lengths must be >= 1, got \[1, -2\]"):
+        check_range("lengths", [1, -2], 1)
+    # records written before lists and sections were real values read as the same config
+    assert read_config(runner, {"acts": "elu,relu", "sizes": "3,5", "sac": "lr=0.001,tau=0.01"}) == \
+        {"acts": ["elu", "relu"], "sizes": [3, 5], "sac": {"lr": 0.001, "tau": 0.01}}
 
 
 def test_stage_runs_once_and_a_resumed_run_gets_its_saved_result(tmp_path):
