@@ -26,11 +26,11 @@ smoke: $(VENV)/.installed
 	$(REPRO) report
 
 cpu: $(VENV)/.installed
-	$(REPRO) sweep $(IMPLEMENTED) --tier cpu --seeds 3 --workers $(WORKERS)
+	$(REPRO) sweep $(IMPLEMENTED) --tier cpu --workers $(WORKERS)
 	$(REPRO) report
 
 $(PAPERS): $(VENV)/.installed
-	$(REPRO) sweep $@ --tier cpu --seeds 3 --workers $(WORKERS)
+	$(REPRO) sweep $@ --tier cpu --workers $(WORKERS)
 	$(REPRO) report
 
 check: $(VENV)/.installed
