@@ -92,7 +92,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                            random=curves["game"].map(TABLE1["Random"]))  # from the ROM ids, before the renaming
     # a vector of environments overshoots each evaluation point by up to num_envs - 1 frames, differently
     # per seed: snap to the schedule so that seeds are averaged point by point
-    every = runs[0].record["config"]["eval_every"]
+    every = runs[0].config["eval_every"]
     frames = "training frames (thousands)"
     curves[frames] = (curves["step"] / every).round() * every / 1000
     made.append(((f"Average return per episode under ε = 0.05 during training ({_describe(runs)}); dashed: "
