@@ -17,6 +17,13 @@ and returns the first frame of a new episode with the older stack entries zeroed
 
 With a capacity of C transitions each stream keeps its C // num_envs newest transitions (at least
 one): a "memory of one transition" keeps the newest transition of each environment.
+
+The memory lives in host memory as numpy arrays whatever device the learner uses: 7 GB of uint8
+frames at the paper's 1M transitions, which a GPU need not hold, and the emulator writes it from the
+host anyway. A sampled minibatch goes to the learner's device (`sample(batch_size, device)`) in one
+copy of its uint8 frames (the state and next-state stacks are views of the same stack + 1 frames,
+split on the device); on CUDA from pinned memory, asynchronously (`non_blocking`), so the copy
+overlaps the host's work until the network needs the batch.
 """
 from __future__ import annotations
 
@@ -88,15 +95,16 @@ class FrameReplay:
         """Times [lo, hi) whose transition and whole stack are still in memory."""
         return max(0, self.t - self.per_env), self.t
 
-    def sample(self, batch_size: int):
-        """A uniform minibatch as torch tensors: states and next states (B, stack, H, W) uint8, actions,
-        rewards, terminal flags (float). With at most `batch_size` transitions in memory, all of them."""
+    def sample(self, batch_size: int, device: torch.device | str | None = None):
+        """A uniform minibatch as torch tensors on `device` (None: host memory): states and next states
+        (B, stack, H, W) uint8, actions, rewards, terminal flags (float). With at most `batch_size`
+        transitions in memory, all of them. The draws are the same whatever the device."""
         lo, hi = self._candidates()
         if self.count == 0:
             raise RuntimeError("the replay memory holds no transition yet")
         if self.count <= batch_size:  # a small memory: all of it
             env, k = np.nonzero(self.valid[:, np.arange(lo, hi) % self.slots])
-            return self.gather(env, lo + k)
+            return self.gather(env, lo + k, device)
         # uniform over valid (env, time) pairs with replacement: draw, and redraw the few invalid ones
         env = self.rng.integers(0, self.num_envs, size=batch_size)
         time = self.rng.integers(lo, hi, size=batch_size)
@@ -105,10 +113,11 @@ class FrameReplay:
             env[bad] = self.rng.integers(0, self.num_envs, size=int(bad.sum()))
             time[bad] = self.rng.integers(lo, hi, size=int(bad.sum()))
             bad = ~self.valid[env, time % self.slots]
-        return self.gather(env, time)
+        return self.gather(env, time, device)
 
-    def gather(self, env: np.ndarray, time: np.ndarray):
-        """The transitions from `time` in streams `env`, stacks rebuilt; also used by the tests."""
+    def gather(self, env: np.ndarray, time: np.ndarray, device: torch.device | str | None = None):
+        """The transitions from `time` in streams `env`, stacks rebuilt, on `device` (None: host
+        memory); also used by the tests."""
         window = time[:, None] + np.arange(-self.stack + 1, 2)  # the state's frames and the next frame
         slot = window % self.slots
         frames = self.frames[env[:, None], slot]  # (B, stack + 1, H, W), one gather
@@ -117,10 +126,11 @@ class FrameReplay:
         later_first = np.flip(np.cumsum(np.flip(first[:, 1:], 1), 1), 1) > 0
         keep = np.concatenate([~later_first, np.ones((len(env), 1), dtype=np.bool_)], 1) & (window >= 0)
         frames *= keep[:, :, None, None]
-        frames = torch.from_numpy(frames)
         p = time % self.slots
-        return (frames[:, :-1], frames[:, 1:], torch.from_numpy(self.actions[env, p]),
-                torch.from_numpy(self.rewards[env, p]), torch.from_numpy(self.terminal[env, p].astype(np.float32)))
+        frames, actions, rewards, terminal = to_device(
+            (torch.from_numpy(frames), torch.from_numpy(self.actions[env, p]), torch.from_numpy(self.rewards[env, p]),
+             torch.from_numpy(self.terminal[env, p].astype(np.float32))), device)
+        return frames[:, :-1], frames[:, 1:], actions, rewards, terminal
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -133,6 +143,18 @@ class FrameReplay:
             target = getattr(self, k)
             if tuple(state[k].shape) != target.shape:
                 raise ValueError(f"replay checkpoint {k} has shape {tuple(state[k].shape)}, expected {target.shape}")
-            target[...] = state[k].numpy()
+            target[...] = state[k].cpu().numpy()  # a checkpoint may have been loaded onto the learner's device
         self.t, self.count = int(state["t"]), int(state["count"])
         self.rng.bit_generator.state = state["rng"]
+
+
+def to_device(tensors: tuple[torch.Tensor, ...], device: torch.device | str | None) -> tuple[torch.Tensor, ...]:
+    """Host tensors moved to `device` (None: left where they are). On CUDA through pinned memory with
+    non-blocking copies (the pinned buffers come from torch's caching host allocator, which keeps each
+    one until its copy has finished); elsewhere a plain `.to`, which on the CPU returns them as they are."""
+    if device is None:
+        return tuple(tensors)
+    device = torch.device(device)
+    if device.type == "cuda":
+        return tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)
+    return tuple(t.to(device) for t in tensors)

@@ -143,3 +143,34 @@ def test_checkpoints_restore_the_agent_and_the_replay_memory():
     t = trainer.replay.t
     assert np.array_equal(copy.replay.frames[:, t % copy.replay.slots], trainer.replay.frames[:, t % copy.replay.slots])
     assert copy.replay.t == t + 1  # the emulators were restarted: a new episode begins after the saved frames
+
+
+def test_an_arm_that_diverges_is_recorded_and_the_other_still_trains(tmp_path, monkeypatch):
+    from tests.resume import smoke_context
+    step = runner.Trainer.step
+
+    def nan_losses_without_replay(self):
+        losses = step(self)
+        return [loss * float("nan") for loss in losses] if self.arm == "noreplay" else losses
+
+    monkeypatch.setattr(runner.Trainer, "step", nan_losses_without_replay)
+    cfg = _cfg(**{**runner.FEW_STEPS, "learning_starts": 4, "update_every": 1})
+    ctx = smoke_context("dqn_atari", tmp_path, resume=False)
+    metrics = runner.run(cfg, ctx)
+    assert metrics["breakout_noreplay_diverged"] == 1 and metrics["breakout_noreplay_diverged_step"] >= 4
+    assert not any(k.startswith("breakout_noreplay_") and "diverged" not in k for k in metrics)
+    assert metrics["breakout_diverged"] == 0 and metrics["breakout_updates"] > 0
+    assert metrics["hns_iqm"] == metrics["breakout_hns"]  # the summaries are over the replay agents
+    assert "breakout_dqn" in ctx.arrays and "breakout_noreplay" not in ctx.arrays
+
+
+def test_a_replay_checkpoint_loaded_onto_another_device_restores():
+    trainer = runner.Trainer(_cfg(learning_starts=20), "breakout", "dqn", seed=0, device=CPU)
+    while trainer.agent.updates < 2:
+        trainer.step()
+    state = trainer.replay.state_dict()
+    moved = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    # a meta tensor holds no data, so the copy to the host fails; what matters is that it is attempted
+    # (a bare .numpy() of a tensor on a device raises TypeError before any copy)
+    with pytest.raises(NotImplementedError, match="Cannot copy out of meta"):
+        trainer.replay.load_state_dict(moved)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from common import rl_env
 from common.papers import UsageError
@@ -70,6 +71,23 @@ def test_sampled_minibatches_are_real_transitions():
         item = (states[i].numpy().tobytes(), int(actions[i]), float(rewards[i]), bool(terminal[i]),
                 next_states[i].numpy().tobytes())
         assert item in known
+
+
+def test_a_minibatch_goes_to_the_requested_device_in_one_frame_copy():
+    replay, _, _ = _play(capacity=100, steps=60)
+    host = replay.sample(16)
+    replay.rng = np.random.default_rng(0)
+    again = replay.sample(16, device="cpu")  # the same draws whatever the device
+    replay.rng = np.random.default_rng(0)
+    moved = replay.sample(16, device="meta")  # a device that is not the host's, without a GPU
+    assert all(t.device.type == "meta" for t in moved)
+    states, next_states = moved[:2]
+    assert states.untyped_storage().nbytes() == next_states.untyped_storage().nbytes() == 16 * 5 * 84 * 84
+    replay.rng = np.random.default_rng(0)
+    first = replay.sample(16)
+    for a, b, c in zip(first, again, moved):
+        assert torch.equal(a, b) and a.shape == c.shape and a.dtype == c.dtype
+    assert all(t.device.type == "cpu" for t in host)
 
 
 def test_a_memory_of_one_transition_holds_each_envs_newest_transition():

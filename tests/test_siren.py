@@ -208,3 +208,28 @@ def test_bad_settings_are_usage_errors_before_anything_loads(item, key, tmp_path
     from tests.conftest import assert_usage_error
     line = assert_usage_error("siren", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert key in line
+
+
+# -- divergence is data: a model that goes NaN ends its own fit, not the run ---------------------------
+@pytest.mark.skipif(not available("siren"), reason="siren dataset missing (set REPRO_DATA_DIR)")
+def test_a_model_that_diverges_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    from tests.resume import smoke_context
+    step = runner.mse_step
+
+    def nan_for_plain_relu(net, opt, coords, target):  # the plain ReLU MLP (image and audio) "diverges"
+        loss, out = step(net, opt, coords, target)
+        if isinstance(net, MLP) and net.encoding is None and net.act is torch.relu:
+            loss = loss * float("nan")
+        return loss, out
+
+    monkeypatch.setattr(runner, "mse_step", nan_for_plain_relu)
+    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "image_steps": 4, "poisson_steps": 2, "audio_steps": 2,
+           "log_every": 1}
+    metrics = runner.run(cfg, smoke_context("siren", tmp_path, resume=False))
+    for task in ("image", "audio"):
+        assert metrics[f"{task}_relu_diverged"] == 1 and metrics[f"{task}_relu_diverged_step"] == 0
+        assert metrics[f"{task}_siren_diverged"] == 0
+    assert "image_psnr_relu" not in metrics and "image_grad_corr_relu" not in metrics  # no derivatives of it
+    assert "audio_mse_relu" not in metrics and metrics["poisson_relu_diverged"] == 0   # Poisson's loss is its own
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert metrics["image_psnr_siren"] > 0 and "image_grad_corr_siren" in metrics

@@ -82,15 +82,8 @@ class Agent:
             q = self.net(states).float().gather(1, actions[:, None]).squeeze(1)
         return td_loss(self.variant, q, target)
 
-    def to_device(self, batch) -> tuple[torch.Tensor, ...]:
-        """A replay minibatch (CPU tensors, the frames uint8) on the network's device; on CUDA through
-        pinned memory, copied asynchronously."""
-        if self.device.type == "cuda":
-            return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in batch)
-        return tuple(t.to(self.device) for t in batch)
-
     def update(self, batch) -> torch.Tensor:
-        loss = self._loss(*self.to_device(batch))
+        loss = self._loss(*batch)  # a replay minibatch already on the device (FrameReplay.sample)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self._step()

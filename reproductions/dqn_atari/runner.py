@@ -12,13 +12,14 @@ same frame budget whose memory is the newest transition of each environment.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import torch
 
 from common import rl_env
-from common.context import RunContext
+from common.context import Diverged, RunContext
 from common.papers import UsageError
 from common.replay import FrameReplay
 from common.rl_eval import evaluate
@@ -150,7 +151,7 @@ class Trainer:
     """Algorithm 1 on a vector of environments, with everything a checkpoint needs to continue it."""
 
     def __init__(self, cfg: dict, game: str, arm: str, seed: int, device: torch.device):
-        self.cfg, self.game, self.arm, self.seed = cfg, game, arm, seed
+        self.cfg, self.game, self.arm, self.seed, self.device = cfg, game, arm, seed, device
         self.env = rl_env.make_atari(game, cfg["num_envs"], frame_skip(cfg, game))
         self.num_actions = int(self.env.single_action_space.n)
         torch.manual_seed(seed)  # both arms of the ablation start from the same network
@@ -195,7 +196,9 @@ class Trainer:
         losses = []
         while self.credit >= self.cfg["update_every"]:
             self.credit -= self.cfg["update_every"]
-            losses.append(self.agent.update(self.replay.sample(self.cfg["batch_size"])))
+            # drawn on the host from the replay's own generator and copied to the device once (pinned and
+            # non-blocking on CUDA): the same minibatch on every device
+            losses.append(self.agent.update(self.replay.sample(self.cfg["batch_size"], self.device)))
         return losses
 
     def state(self) -> dict:
@@ -219,13 +222,43 @@ class Trainer:
         self.start_episodes(reset_seed=self.seed + self.frames)
 
 
-def train(cfg: dict, game: str, arm: str, ctx: RunContext) -> dict[str, float]:
-    """Train one agent on `game` to the frame budget; Fig. 2's curves on the way, Table 1's number at the end."""
-    key = f"{game}_{arm}"
-    prefix = f"{game}_{ARMS[arm]}"
+def agent(cfg: dict, game: str, arm: str, ctx: RunContext) -> dict[str, float]:
+    """One agent, a `ctx.stage` (a resumed run gets a finished agent's metrics and final returns back)
+    inside `ctx.may_diverge`: its metrics, with `<prefix>diverged` (0, or 1 with the step and the last
+    finite value: then no other metric of this agent), and its final evaluation's returns for the report."""
+    key, prefix = f"{game}_{arm}", f"{game}_{ARMS[arm]}"
+
+    def train_or_diverge() -> dict:
+        with ctx.may_diverge(prefix.rstrip("_")) as outcome:
+            metrics, returns = train(cfg, game, arm, ctx)
+        if outcome.diverged:
+            metrics, returns = {}, []
+        return {"metrics": {**metrics, **outcome.metrics()}, "final_returns": returns, "diverged": outcome.diverged}
+
+    result = ctx.stage(key, train_or_diverge)
+    if not result["diverged"]:
+        ctx.save_arrays(key, final_returns=np.array(result["final_returns"], dtype=np.float64))
+    return result["metrics"]
+
+
+def train(cfg: dict, game: str, arm: str, ctx: RunContext) -> tuple[dict[str, float], list[float]]:
+    """Train one agent on `game` to the frame budget; Fig. 2's curves on the way, Table 1's number at
+    the end. Returns its metrics and the final evaluation's episode returns."""
     trainer = Trainer(cfg, game, arm, ctx.seed, ctx.device)
-    states = heldout_states(cfg, game, seed=10_000 + ctx.seed).to(ctx.device)
+    states = heldout_states(cfg, game, seed=10_000 + ctx.seed).to(ctx.device)  # Fig. 2's max-Q inputs, moved once
     eval_env = rl_env.make_atari(game, cfg["num_envs"], frame_skip(cfg, game))
+    try:
+        return learn(cfg, game, arm, ctx, trainer, states, eval_env)
+    finally:  # a diverged agent's emulators are closed too
+        trainer.env.close()
+        eval_env.close()
+
+
+def learn(cfg: dict, game: str, arm: str, ctx: RunContext, trainer: Trainer, states: torch.Tensor,
+          eval_env) -> tuple[dict[str, float], list[float]]:
+    """train()'s loop, from the untrained network's point (or the last mid-training checkpoint) to the
+    frame budget and the final evaluation."""
+    key, prefix = f"{game}_{arm}", f"{game}_{ARMS[arm]}"
 
     def measure(episodes: int, steps: int, seed: int):
         result = evaluate(eval_env, trainer.agent.greedy, trainer.num_actions, seed, cfg["eval_epsilon"],
@@ -281,20 +314,22 @@ def train(cfg: dict, game: str, arm: str, ctx: RunContext) -> dict[str, float]:
                f"{prefix}updates": trainer.agent.updates, f"{prefix}max_q_start": max_qs[0],
                f"{prefix}max_q_end": max_q, f"{prefix}max_q_rise": max_q - max_qs[0],
                f"{prefix}max_q_up_fraction": float((rises > 0).mean()) if len(rises) else 0.0}
-    ctx.save_arrays(key, final_returns=np.array(final.returns))
-    trainer.env.close()
-    eval_env.close()
-    return metrics
+    for name, value in metrics.items():  # a NaN max-Q at the very end is this agent's divergence too
+        if not math.isfinite(value):
+            raise Diverged(trainer.frames, name, value)
+    return metrics, [float(r) for r in final.returns]
 
 
 def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
-    games = cfg["games"]
     rl_env.atari_games()  # ale-py is importable: fail before anything trains
     metrics: dict[str, float] = {}
-    for game in games:
+    for game in cfg["games"]:
         arms = ("dqn", "noreplay") if cfg["ablation_no_replay"] else ("dqn",)
         for arm in arms:  # each agent is a stage: a resumed run skips the finished ones
-            metrics.update(ctx.stage(f"{game}_{arm}", lambda: train(cfg, game, arm, ctx)))
+            metrics.update(agent(cfg, game, arm, ctx))
+    games = [g for g in cfg["games"] if f"{g}_return" in metrics]  # the games whose DQN agent did not diverge
+    if not games:
+        return metrics
     metrics["hns_iqm"] = iqm([metrics[f"{g}_hns"] for g in games])
     # §5's summary: above Random everywhere, above Human exactly where Table 1's DQN is (B.Rider ... S.Invaders)
     metrics["games_above_random"] = sum(metrics[f"{g}_return"] > TABLE1["Random"][g] for g in games)

@@ -180,12 +180,12 @@ def measure_compile(model, coords, target, lr, ctx: RunContext, rounds: int = 6)
 
 # -- one fit, resumable -----------------------------------------------------------------------------
 def fit(ctx: RunContext, cfg: dict, task: str, kind: str, model: torch.nn.Module, step_fn, steps: int,
-        evaluate, use_compile: bool) -> dict:
-    """Train `model` for `steps` full-batch steps of `step_fn(net, opt) -> (loss, output)`.
+        evaluate, use_compile: bool) -> float:
+    """Train `model` in place for `steps` full-batch steps of `step_fn(net, opt) -> (loss, output)`.
 
-    Logs loss and `evaluate(output)` (a dict of numbers) every `log_every` steps, checkpoints every
-    `checkpoint_every` steps, so --resume continues inside a fit. Returns {"step", "model",
-    "steps_per_s"}; the caller makes fit-and-score one ctx.stage, so a finished fit is not run again.
+    Logs loss and `evaluate(output)` (a dict of numbers) every `log_every` steps and checkpoints the
+    model and Adam every `checkpoint_every` steps, so --resume continues inside an unfinished fit.
+    Returns the steps per second (warm-up excluded).
     """
     key = f"{task}_{kind}"
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
@@ -212,16 +212,34 @@ def fit(ctx: RunContext, cfg: dict, task: str, kind: str, model: torch.nn.Module
         if step % cfg["log_every"] == 0:
             ctx.log(step, task=task, model=kind, loss=loss.item(), **evaluate(out))
         if (step + 1) % cfg["checkpoint_every"] == 0 and step + 1 < steps:
-            ctx.checkpoint(key, {"step": step + 1, "model": model.state_dict(),
-                                 "opt": opt.state_dict()})
-    steps_per_s = timed_steps / timed if timed > 0 else 0.0
-    return {"step": steps, "model": model.state_dict(), "steps_per_s": steps_per_s}
+            ctx.checkpoint(key, {"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict()})
+    return timed_steps / timed if timed > 0 else 0.0
 
 
-def finish(state: dict, metrics: dict, arrays: dict) -> dict:
-    """A finished fit's stage result: its state, final metrics and pictures (as tensors)."""
-    return {**state, "metrics": metrics,
-            "arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}}
+def fit_and_score(ctx: RunContext, cfg: dict, task: str, kind: str, model: torch.nn.Module, step_fn, steps: int,
+                  evaluate, use_compile: bool, score) -> dict:
+    """One model's fit, then `score(model) -> (metrics, arrays)` (which logs the fit's last curve row),
+    as a `ctx.stage`: a resumed run gets a finished model's result back, and `model` its trained weights.
+
+    A model whose logged values turn NaN or inf is a result, not the end of the run (`ctx.may_diverge`):
+    its result then holds no metrics but `<task>_<kind>_diverged` = 1 with the step (always present, 0
+    when it stayed finite). Returns {"model", "metrics", "arrays", "steps_per_s", "diverged"}.
+    """
+    def train() -> dict:
+        with ctx.may_diverge(f"{task}_{kind}") as outcome:
+            steps_per_s = fit(ctx, cfg, task, kind, model, step_fn, steps, evaluate, use_compile)
+            metrics, arrays = score(model)
+        if outcome.diverged:
+            metrics, arrays, steps_per_s = {}, {}, 0.0
+        return {"model": model.state_dict(), "metrics": {**metrics, **outcome.metrics()},
+                "arrays": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()},
+                "steps_per_s": steps_per_s, "diverged": outcome.diverged}
+
+    result = ctx.stage(f"{task}_{kind}", train)
+    model.load_state_dict(result["model"])  # a restored stage: the trained weights (else: a no-op)
+    if not result["diverged"]:
+        ctx.record_throughput(f"{task}_{kind}_steps_per_s", result["steps_per_s"])
+    return result
 
 
 CAMERA_SIDE = 512  # camera.png is 512 x 512
@@ -260,22 +278,20 @@ def image_task(cfg: dict, ctx: RunContext, use_compile: bool):
         def step_fn(net, opt):
             return mse_step(net, opt, coords, target)
 
-        def fit_and_score(kind=kind, model=model, step_fn=step_fn):
-            state = fit(ctx, cfg, "image", kind, model, step_fn, cfg["image_steps"],
-                        lambda out: {"psnr": psnr(out, target)}, use_compile)
+        def score(model, kind=kind):
             with torch.no_grad():
                 out = model(coords)
             final = {f"image_psnr_{kind}": psnr(out, target)}
             ctx.log(cfg["image_steps"], task="image", model=kind, loss=((out - target) ** 2).mean().item(),
                     psnr=final[f"image_psnr_{kind}"])
-            return finish(state, final, {kind: to_uint8(out.reshape(size, size))})
+            return final, {kind: to_uint8(out.reshape(size, size))}
 
-        state = ctx.stage(f"image_{kind}", fit_and_score)
-        model.load_state_dict(state["model"])
-        metrics.update(state["metrics"])
-        recon.update({k: v.cpu().numpy() for k, v in state["arrays"].items()})
-        ctx.record_throughput(f"image_{kind}_steps_per_s", state["steps_per_s"])
-        fitted[kind] = model
+        result = fit_and_score(ctx, cfg, "image", kind, model, step_fn, cfg["image_steps"],
+                               lambda out: {"psnr": psnr(out, target)}, use_compile, score)
+        metrics.update(result["metrics"])
+        recon.update({k: v.cpu().numpy() for k, v in result["arrays"].items()})
+        if not result["diverged"]:
+            fitted[kind] = model
     ctx.save_arrays("image", **recon)
     return metrics, fitted, img
 
@@ -346,10 +362,7 @@ def poisson_task(cfg: dict, ctx: RunContext) -> dict:
             opt.step()
             return loss.detach(), out.detach()
 
-        # double backward: torch.compile (AOTAutograd) does not support it, so this fit runs eagerly
-        def fit_and_score(kind=kind, model=model, step_fn=step_fn):
-            state = fit(ctx, cfg, "poisson", kind, model, step_fn, cfg["poisson_steps"],
-                        lambda out: {"psnr": psnr(reconstruct(out), gt)}, use_compile=False)
+        def score(model, kind=kind):
             x = coords.clone().requires_grad_(True)
             out = model(x)
             loss = ((gradient(out, x, create_graph=False) - target) ** 2).sum(-1).mean().item()
@@ -357,12 +370,13 @@ def poisson_task(cfg: dict, ctx: RunContext) -> dict:
             final = {f"poisson_psnr_{kind}": psnr(reconstruct(out), gt),
                      f"poisson_psnr_affine_{kind}": psnr(reconstruct_affine(out), gt)}
             ctx.log(cfg["poisson_steps"], task="poisson", model=kind, loss=loss, psnr=final[f"poisson_psnr_{kind}"])
-            return finish(state, final, {kind: to_uint8(reconstruct(out).reshape(size, size))})
+            return final, {kind: to_uint8(reconstruct(out).reshape(size, size))}
 
-        state = ctx.stage(f"poisson_{kind}", fit_and_score)
-        metrics.update(state["metrics"])
-        arrays.update({k: v.cpu().numpy() for k, v in state["arrays"].items()})
-        ctx.record_throughput(f"poisson_{kind}_steps_per_s", state["steps_per_s"])
+        # double backward: torch.compile (AOTAutograd) does not support it, so this fit runs eagerly
+        result = fit_and_score(ctx, cfg, "poisson", kind, model, step_fn, cfg["poisson_steps"],
+                               lambda out: {"psnr": psnr(reconstruct(out), gt)}, False, score)
+        metrics.update(result["metrics"])
+        arrays.update({k: v.cpu().numpy() for k, v in result["arrays"].items()})
     ctx.save_arrays("poisson", **arrays)
     return metrics
 
@@ -392,19 +406,18 @@ def audio_task(cfg: dict, ctx: RunContext, use_compile: bool) -> dict:
         def step_fn(net, opt):
             return mse_step(net, opt, t, y)
 
-        def fit_and_score(kind=kind, model=model, step_fn=step_fn):
-            state = fit(ctx, cfg, "audio", kind, model, step_fn, cfg["audio_steps"], scores, use_compile)
+        def score(model, kind=kind):
             with torch.no_grad():
                 out = model(t)
             s = scores(out)
             ctx.log(cfg["audio_steps"], task="audio", model=kind, loss=s["mse"], **s)
-            return finish(state, {f"audio_mse_{kind}": s["mse"], f"audio_snr_db_{kind}": s["snr_db"]},
-                          {kind: out[:keep, 0].cpu().numpy().astype(np.float16)})
+            return ({f"audio_mse_{kind}": s["mse"], f"audio_snr_db_{kind}": s["snr_db"]},
+                    {kind: out[:keep, 0].cpu().numpy().astype(np.float16)})
 
-        state = ctx.stage(f"audio_{kind}", fit_and_score)
-        metrics.update(state["metrics"])
-        arrays.update({k: v.cpu().numpy() for k, v in state["arrays"].items()})
-        ctx.record_throughput(f"audio_{kind}_steps_per_s", state["steps_per_s"])
+        result = fit_and_score(ctx, cfg, "audio", kind, model, step_fn, cfg["audio_steps"], scores, use_compile,
+                               score)
+        metrics.update(result["metrics"])
+        arrays.update({k: v.cpu().numpy() for k, v in result["arrays"].items()})
     ctx.save_arrays("audio", **arrays)
     return metrics
 
