@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from types import ModuleType
 
 from common.papers import TIER_NAMES, UsageError
@@ -179,6 +180,8 @@ def check_range(key: str, value, low=None, high=None, what: str = "") -> None:
     for item in value if isinstance(value, (list, tuple)) else [value]:
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             raise UsageError(f"{key}: {item!r} is not a number")
+        if not math.isfinite(item):  # NaN compares false with every bound
+            raise UsageError(f"{key} must be a finite number, got {value}")
         if (low is not None and item < low) or (high is not None and item > high):
             bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
             raise UsageError(f"{key} must be {bounds}{what}, got {value}")

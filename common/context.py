@@ -169,13 +169,16 @@ class RunContext:
         return self.checkpoint_dir / f"{key}.pt"
 
     def checkpoint(self, key: str, state: dict) -> None:
-        """Save `state` (tensors, numbers, strings, lists, dicts) under `key`, with the curves so far
-        and the random number generators' states, so a resumed run continues the same streams.
+        """Save `state` (tensors, numbers, strings, lists, dicts) under `key`, with the curves, the
+        throughput and the arrays so far and the random number generators' states, so a resumed run
+        continues the same streams and keeps the pictures of the stages it skips.
 
         Written atomically, so a kill during the save leaves the previous checkpoint intact.
         """
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         payload = {"state": state, "curves": list(self.curves), "throughput": dict(self.throughput),
+                   "arrays": {name: {k: torch.tensor(v) for k, v in group.items()}
+                              for name, group in self.arrays.items()},
                    "rng": _rng_state()}
         fd, tmp = tempfile.mkstemp(dir=self.checkpoint_dir, suffix=".tmp")
         os.close(fd)
@@ -185,7 +188,8 @@ class RunContext:
     def restore(self, key: str) -> dict | None:
         """The state saved under `key` if this is a `--resume` run and it exists, else None.
 
-        Restoring also rewinds the curves and the random streams to the moment of the checkpoint.
+        Restoring also rewinds the curves, the arrays and the random streams to the moment of the
+        checkpoint.
         """
         path = self._checkpoint_path(key)
         if not (self.resume and path.exists()):
@@ -195,8 +199,20 @@ class RunContext:
             self.stage_seconds = dict(payload["state"]["seconds"])
         self.curves = list(payload["curves"])
         self.throughput = dict(payload["throughput"])
+        self.arrays = {name: {k: v.cpu().numpy() for k, v in group.items()}
+                       for name, group in payload.get("arrays", {}).items()}
         _set_rng_state(payload["rng"])
         return payload["state"]
+
+
+def fork_rng(device: torch.device | str):
+    """`torch.random.fork_rng` over the CPU's streams and, on an accelerator, `device`'s stream too:
+    what a pilot or a side computation draws inside it leaves the run's streams where they were, on
+    whatever device the run trains."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=[device], device_type=device.type)
 
 
 def _rng_state() -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from common.context import RunContext
@@ -25,7 +26,8 @@ def kill_then_resume(paper: str, run, cfg: dict, tmp: Path, kill_at_log_call: in
         torch.manual_seed(0)
         return run(dict(cfg), ctx)
 
-    reference = go(smoke_context(paper, tmp / "uninterrupted", resume=False))
+    reference_ctx = smoke_context(paper, tmp / "uninterrupted", resume=False)
+    reference = go(reference_ctx)
     killed = smoke_context(paper, tmp / "killed", resume=False)
     calls, log = [0], killed.log
 
@@ -43,4 +45,12 @@ def kill_then_resume(paper: str, run, cfg: dict, tmp: Path, kill_at_log_call: in
     else:
         raise AssertionError(f"the run logged fewer than {kill_at_log_call} times; it was never killed")
     resumed_ctx = smoke_context(paper, tmp / "killed", resume=True)
-    return reference, go(resumed_ctx), resumed_ctx, tmp / "killed" / "ckpt"
+    resumed = go(resumed_ctx)
+    # the pictures too: a stage skipped on resume keeps the arrays it saved (they ride in the checkpoints)
+    assert set(resumed_ctx.arrays) == set(reference_ctx.arrays), "arrays lost or added by the resume"
+    for name, group in reference_ctx.arrays.items():
+        assert set(resumed_ctx.arrays[name]) == set(group), f"arrays of {name!r} lost by the resume"
+        for k, v in group.items():
+            got = resumed_ctx.arrays[name][k]
+            assert got.dtype == v.dtype and np.array_equal(got, v, equal_nan=True), f"{name}/{k} differs on resume"
+    return reference, resumed, resumed_ctx, tmp / "killed" / "ckpt"

@@ -2,12 +2,11 @@
 the schedules, bad input, and a killed-and-resumed run that counts every frame once."""
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 import torch
 
+from common.papers import UsageError
 from reproductions.dqn_atari import runner
 from reproductions.dqn_atari.dqn import Agent, QNetwork, td_loss
 from tests.conftest import assert_usage_error
@@ -88,16 +87,40 @@ def test_space_invaders_skips_three_frames():
     assert runner.frame_skip(runner.CONFIG, "space_invaders") == 3 and runner.frame_skip(runner.CONFIG, "pong") == 4
 
 
-@pytest.mark.parametrize("item, message", [
-    ("games=breakout,tetris", "unknown game.*tetris.*valid games.*space_invaders"),
-    ("variant=double", "unknown variant.*nips2013, nature2015"),
-    ("num_envs=0", "num_envs must be a positive"),
-    ("eval_epsilon=1.5", "eval_epsilon must be in \\[0, 1\\]"),
-    ("frames=many", "frames takes a int"),
+@pytest.mark.parametrize("overrides, message", [
+    ({"games": ["breakout", "tetris"]}, "games: unknown 'tetris'; valid: .*space_invaders"),
+    ({"games": ["pong", "pong"]}, "games must list at least one game, each once"),
+    ({"variant": "double"}, "unknown variant.*nips2013, nature2015"),
+    ({"num_envs": 0}, "num_envs must be >= 1"),
+    ({"gamma": 1.5}, r"gamma must be in \[0, 1\]"),
+    ({"eps_end": -0.1}, r"eps_end must be in \[0, 1\] \(a probability\)"),
 ])
-def test_bad_input_is_a_usage_error_before_anything_trains(item, message, tmp_path, monkeypatch, capsys):
-    line = assert_usage_error("dqn_atari", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
-    assert re.search(message, line), line
+def test_validate_names_what_was_wrong_and_what_is_valid(overrides, message):
+    with pytest.raises(UsageError, match=message):
+        runner.validate(_cfg(**overrides))
+
+
+@pytest.mark.parametrize("setting, key", [
+    ("games=breakout,tetris", "games"),   # not a Table 1 game (an ale-py ROM id)
+    ("frames=0", "frames"),               # a count below 1
+    ("replay_size=-5", "replay_size"),
+    ("eval_epsilon=2", "eval_epsilon"),   # a probability above 1
+    ("variant=double", "variant"),
+    ("lr=abc", "lr"),                     # wrongly typed
+    ("batch_size=3.5", "batch_size"),
+])
+def test_bad_input_exits_2_with_one_line_naming_the_key(setting, key, tmp_path, monkeypatch, capsys):
+    line = assert_usage_error("dqn_atari", setting, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
+    assert key in line
+
+
+def test_every_tier_is_valid():
+    from common.config import resolve
+    from common.papers import get_paper
+    paper = get_paper("dqn_atari").runner()
+    for tier in ("smoke", "cpu", "paper"):
+        paper.validate(resolve(paper, tier, {}))
+    paper.validate(resolve(paper, "paper", paper.FEW_STEPS))
 
 
 def test_learning_waits_for_learning_starts_in_both_arms():

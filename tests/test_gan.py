@@ -242,7 +242,8 @@ def test_batches_cover_each_epoch_once():
 
 @pytest.mark.parametrize("item, key", [
     ("ablation_steps=1000000", "ablation_steps"), ("n_train=60000", "n_train"), ("k=0", "k"),
-    ("d_input_keep=1.5", "d_input_keep"), ("lr=fast", "lr"),
+    ("d_input_keep=1.5", "d_input_keep"), ("lr=fast", "lr"), ("lr=nan", "lr"),
+    ("parzen_valid=10000", "parzen_valid"),  # would leave no validation image for the real-data ceiling
 ])
 def test_bad_settings_are_usage_errors_before_anything_loads(item, key, tmp_path, monkeypatch, capsys):
     line = assert_usage_error("gan", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)

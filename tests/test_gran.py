@@ -296,6 +296,9 @@ def test_training_resumes_after_a_kill(tmp_path):
 @pytest.mark.parametrize("item, key", [
     ("dataset=svhn", "dataset"), ("gran_steps=1,5", "gran_steps"), ("early_steps=0", "early_steps"),
     ("train_size=70000", "train_size"), ("beta1=2", "beta1"), ("lr_gen=fast", "lr_gen"),
+    ("beta1=1", "beta1"),                # Adam's first moment would never move
+    ("gen_width=1", "gen_width"),        # the decoder halves it once on MNIST: 0 channels
+    ("gran_steps=1,1,3", "gran_steps"),  # the same model twice
 ])
 def test_bad_settings_are_usage_errors_before_anything_loads(item, key, tmp_path, monkeypatch, capsys):
     from tests.conftest import assert_usage_error

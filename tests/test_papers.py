@@ -5,7 +5,7 @@ import pytest
 
 from common.checks import expected_path, load_expected
 from common.cli import main
-from common.papers import ROOT, TIER_NAMES, get_paper
+from common.papers import ROOT, TIER_NAMES, UsageError, get_paper
 from common.records import results_dir as current_results_dir
 from common.config import flat_keys, lookup, resolve
 from tests.conftest import assert_usage_error, implemented_names, require_datasets
@@ -82,3 +82,20 @@ def test_a_wrongly_typed_value_is_a_usage_error(name, tmp_path, monkeypatch, cap
     assert numeric in line
     line = assert_usage_error(name, "no_such_key=1", tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
     assert "valid keys" in line
+
+
+@pytest.mark.parametrize("name", PAPERS)
+def test_every_number_a_user_can_set_is_checked(name):
+    """validate() catches NaN in every numeric key of every paper: NaN compares false with any bound,
+    so a key validate() never looks at (or compares by hand) lets it through to training."""
+    runner = get_paper(name).runner()
+    numeric = [k for k in flat_keys(runner.CONFIG)
+               if isinstance(lookup(runner.CONFIG, k), (int, float)) and not isinstance(lookup(runner.CONFIG, k), bool)]
+    unchecked = []
+    for key in numeric:
+        try:
+            runner.validate(resolve(runner, "smoke", {key: float("nan")}))
+        except UsageError:
+            continue
+        unchecked.append(key)
+    assert not unchecked, f"{name}: validate() accepts NaN for {unchecked}"

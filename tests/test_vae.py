@@ -141,10 +141,12 @@ def test_mnist_evaluation_images_are_binary_and_fixed_across_seeds():
 
 
 @pytest.mark.skipif(not (available("mnist") and available("frey-faces")), reason="datasets missing")
-def test_resume_after_kill_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("kill_at_log_call", [3, 5])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, kill_at_log_call):
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "checkpoint_every": 1000}
-    # killed at the 3rd log call: inside the first MNIST model, after its first checkpoints
-    reference, resumed, ctx, ckpt = kill_then_resume("vae", runner.run, cfg, tmp_path, kill_at_log_call=3)
+    # the 3rd log call is inside the first MNIST model, after its first checkpoints; the 5th inside the
+    # second, after the first finished (its pictures must come back from the checkpoint: resume.py checks)
+    reference, resumed, ctx, ckpt = kill_then_resume("vae", runner.run, cfg, tmp_path, kill_at_log_call)
     assert (ckpt / "mnist_nz3.pt").exists()
     assert resumed.keys() == reference.keys()
     for k in reference:

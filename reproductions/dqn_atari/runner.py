@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from common import rl_env
+from common.config import check_names, check_range
 from common.context import Diverged, RunContext
 from common.papers import UsageError
 from common.replay import FrameReplay
@@ -101,27 +102,26 @@ def human_normalized(game: str, score: float) -> float:
 
 
 def validate(cfg: dict) -> None:
-    """Everything a user can get wrong with --set, checked before anything trains (harness contract)."""
-    games = cfg["games"]
-    unknown = [g for g in games if g not in TABLE1["Random"]]
-    if not games or unknown:
-        raise UsageError(f"games: unknown game(s) {', '.join(unknown) or '(none given)'}; "
-                         f"valid games (Table 1): {', '.join(TABLE1['Random'])}")
+    """Every value a user can set, checked before anything trains (one line each, exit 2). No emulator
+    is made here: the games are checked against Table 1, whose names are ale-py ROM ids."""
+    games = check_names("games", cfg["games"], tuple(TABLE1["Random"]))
+    if not games or len(set(games)) != len(games):
+        raise UsageError(f"games must list at least one game, each once, from Table 1's ale-py ROM ids: "
+                         f"{', '.join(TABLE1['Random'])}; got {cfg['games']}")
     if cfg["variant"] not in VARIANTS:
         raise UsageError(f"variant: unknown variant {cfg['variant']!r}; valid variants: {', '.join(VARIANTS)}")
     for key in ("frames", "num_envs", "replay_size", "batch_size", "update_every", "eps_frames", "target_update",
                 "eval_every", "eval_steps", "eval_episodes", "final_eval_episodes", "final_eval_steps",
                 "heldout_states", "checkpoint_every", "frame_skip", "frame_skip_space_invaders"):
-        if cfg[key] < 1:
-            raise UsageError(f"{key} must be a positive integer, got {cfg[key]}")
-    if cfg["learning_starts"] < 0:
-        raise UsageError(f"learning_starts must be >= 0, got {cfg['learning_starts']}")
+        check_range(key, cfg[key], 1)
+    check_range("learning_starts", cfg["learning_starts"], 0)
     for key in ("eps_start", "eps_end", "eval_epsilon", "gamma"):
-        if not 0 <= cfg[key] <= 1:
-            raise UsageError(f"{key} must be in [0, 1], got {cfg[key]}")
-    for key in ("lr", "rms_decay", "rms_eps"):
-        if cfg[key] <= 0:
-            raise UsageError(f"{key} must be > 0, got {cfg[key]}")
+        check_range(key, cfg[key], 0, 1, " (a probability)" if "eps" in key else "")
+    check_range("rms_decay", cfg["rms_decay"], 0, 1)
+    check_range("rms_eps", cfg["rms_eps"], 0)
+    check_range("lr", cfg["lr"], 0)
+    if cfg["lr"] == 0:
+        raise UsageError(f"lr must be > 0, got {cfg['lr']}")
 
 
 def frame_skip(cfg: dict, game: str) -> int:

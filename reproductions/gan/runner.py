@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from common.config import check_range
-from common.context import RunContext
+from common.context import RunContext, fork_rng
 from reproductions.gan.gan import (Discriminator, Generator, discriminator_loss, generator_loss,
                                    nearest_neighbour, parzen_log_likelihood, sample_noise, select_sigma)
 
@@ -91,11 +91,6 @@ def sigma_grid(cfg: dict) -> np.ndarray:
 # -- training (Algorithm 1) -------------------------------------------------------------------------
 def _device(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
-
-
-def _fork_rng(device: torch.device):
-    """Fork the random streams the models draw from: the CPU's, and the GPU's when they run on one."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def make_models(cfg: dict, pixel_means: torch.Tensor) -> tuple[Generator, Discriminator]:
@@ -208,7 +203,7 @@ def parzen_score(samples: torch.Tensor, valid: torch.Tensor, test: torch.Tensor,
 
 def early_scores(G, D, data, cfg, prefix: str) -> dict[str, float]:
     """What the loss ablation compares after the same early budget (forked RNG: the run's streams go on)."""
-    with _fork_rng(_device(G)):
+    with fork_rng(_device(G)):
         d_fake = mean_d_fake(G, D, cfg)
         grad_ns, grad_sat = generator_grad_norms(G, D, cfg)
         score = parzen_score(generate(G, cfg["parzen_samples"], cfg), data["valid"][:cfg["parzen_valid"]],
@@ -222,7 +217,7 @@ def saturating_ablation(G0, D0, data, cfg, ctx: RunContext) -> dict[str, float]:
     G, D = copy.deepcopy(G0), copy.deepcopy(D0)
     opt_g, opt_d = make_optimizers(G, D, cfg)
     batches = Batches(data["train"], cfg["batch_size"])
-    with _fork_rng(_device(G)):
+    with fork_rng(_device(G)):
         for step in ctx.progress(range(cfg["ablation_steps"]), "saturating", total=cfg["ablation_steps"]):
             set_schedule((opt_g, opt_d), step, batches.epoch, cfg)
             stats = train_step(G, D, opt_g, opt_d, batches, cfg, saturating=True)
@@ -244,7 +239,7 @@ def train(G, D, data, cfg, ctx: RunContext, state: dict | None) -> dict[str, flo
         step, metrics, train_seconds = state["step"], dict(state["metrics"]), state["train_seconds"]
         batches.seen = step * cfg["k"]
     if step == 0:
-        with _fork_rng(_device(G)):
+        with fork_rng(_device(G)):
             ctx.log(0, loss="non_saturating", d_fake=mean_d_fake(G, D, cfg))
     bar = ctx.progress(range(step, total), "train", total=total)
     tic = time.perf_counter()
@@ -261,7 +256,7 @@ def train(G, D, data, cfg, ctx: RunContext, state: dict | None) -> dict[str, flo
         if done % steps_per_epoch == 0:
             train_seconds += time.perf_counter() - tic
             if cfg["curve_parzen_test"] > 0:
-                with _fork_rng(_device(G)):
+                with fork_rng(_device(G)):
                     score = parzen_score(generate(G, cfg["parzen_samples"], cfg),
                                          data["valid"][:cfg["parzen_valid"]],
                                          data["test"][:cfg["curve_parzen_test"]], cfg)
@@ -287,7 +282,8 @@ def validate(cfg: dict) -> None:
         check_range(key, cfg[key], 1)
     check_range("epochs", cfg["epochs"], 0)
     check_range("n_train", cfg["n_train"], 1, 50_000, what=" (train[50000:] is the validation split)")
-    check_range("parzen_valid", cfg["parzen_valid"], 1, 10_000, what=" (the validation split's size)")
+    check_range("parzen_valid", cfg["parzen_valid"], 1, 9_999,
+                what=" (of the 10,000 validation images; the rest are the real-data ceiling's and the copy check's)")
     check_range("parzen_test", cfg["parzen_test"], 1, 10_000, what=" (MNIST's test images)")
     check_range("curve_parzen_test", cfg["curve_parzen_test"], 0, cfg["parzen_test"])
     for key in ("d_input_keep", "d_hidden_keep", "momentum_start", "momentum_final"):
@@ -295,6 +291,10 @@ def validate(cfg: dict) -> None:
     for key in ("lr", "min_lr", "g_irange", "d_irange"):
         check_range(key, cfg[key], 0)
     check_range("lr_decay", cfg["lr_decay"], 1, what=" (the step size is divided by it every update)")
+    check_range("momentum_saturate", cfg["momentum_saturate"], 1, what=" (the epoch the momentum reaches its final value)")
+    check_range("sigma_log_min", cfg["sigma_log_min"], -10, cfg["sigma_log_max"],
+                what=" (log10 of the smallest Parzen bandwidth, at most sigma_log_max)")
+    check_range("sigma_log_max", cfg["sigma_log_max"], cfg["sigma_log_min"], 10)
     steps = cfg["epochs"] * (cfg["n_train"] // cfg["batch_size"] // cfg["k"])
     check_range("ablation_steps", cfg["ablation_steps"], 1, steps, what=" (the main run's G-steps)")
 

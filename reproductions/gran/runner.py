@@ -81,14 +81,18 @@ def load_data(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 TRAIN_IMAGES = {"mnist": 60_000, "cifar10": 50_000}
+HALVINGS = {"mnist": 1, "cifar10": 2}  # the decoder halves its width per deconvolution but the last (gran.py)
 
 
 def validate(cfg: dict) -> None:
     """Everything --set can get wrong, before any data loads (harness contract)."""
     check_names("dataset", cfg["dataset"], tuple(TRAIN_IMAGES))
-    for key in ("noise_dim", "gen_width", "dis_width", "batch_size", "train_steps", "n_samples", "log_every",
+    for key in ("noise_dim", "dis_width", "batch_size", "train_steps", "n_samples", "log_every",
                 "checkpoint_every", "compare_steps"):
         check_range(key, cfg[key], 1)
+    halvings = HALVINGS[cfg["dataset"]]
+    check_range("gen_width", cfg["gen_width"], 2 ** halvings,
+                what=f" (the decoder halves it {halvings} time(s) on {cfg['dataset']})")
     check_range("train_size", cfg["train_size"], cfg["batch_size"], TRAIN_IMAGES[cfg["dataset"]],
                 what=" (at least one batch, at most the training split)")
     check_range("test_size", cfg["test_size"], 0, what=" (0: the whole test split)")
@@ -96,10 +100,14 @@ def validate(cfg: dict) -> None:
     for key in ("lr_gen", "lr_dis", "r_test_tol"):
         check_range(key, cfg[key], 0)
     check_range("beta1", cfg["beta1"], 0, 1)
+    if cfg["beta1"] == 1:  # Adam's first-moment decay: at 1 the moment never moves from 0
+        raise UsageError("beta1 must be in [0, 1), got 1")
     steps = cfg["gran_steps"]
-    if not steps or min(steps) < 1 or cfg["compare_steps"] not in steps:
-        raise UsageError(f"gran_steps must list T >= 1 including compare_steps={cfg['compare_steps']}, "
-                         f"got {steps}")
+    check_range("gran_steps", steps, 1)
+    if (not isinstance(steps, list) or not steps or any(not isinstance(t, int) for t in steps)
+            or len(set(steps)) != len(steps) or cfg["compare_steps"] not in steps):
+        raise UsageError(f"gran_steps must list distinct whole T >= 1 including compare_steps="
+                         f"{cfg['compare_steps']}, got {steps}")
 
 
 def build(name: str, cfg: dict, channels: int, size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -137,7 +145,7 @@ def train(name: str, gen, dis, data: torch.Tensor, cfg: dict, ctx: RunContext, s
     timed, timed_steps = 0.0, 0
     for step in ctx.progress(range(start, cfg["train_steps"]), desc=name, total=cfg["train_steps"] - start):
         tic = time.perf_counter()
-        x = data[torch.randint(0, n, (batch,))].to(dev)
+        x = data[torch.randint(0, n, (batch,)).to(dev)]  # indices from the CPU stream: the same anywhere
         fake = gen(sample_noise(batch, cfg["noise_dim"], device=dev))
         logit_real, logit_fake = dis(x), dis(fake.detach())
         loss_d = (F.binary_cross_entropy_with_logits(logit_real, ones)
@@ -226,6 +234,7 @@ def run(cfg: dict, ctx: RunContext) -> dict[str, float]:
     steps = cfg["gran_steps"]
     compare = f"gran{cfg['compare_steps']}"
     train_x, test_x = load_data(cfg)
+    train_x = train_x.to(ctx.device)  # moved once; each step indexes it there
     channels, size = train_x.shape[1], train_x.shape[2]
     names = [f"gran{t}" for t in steps] + ["dcgan"]
     models, metrics = {}, {}

@@ -93,6 +93,11 @@ def validate(cfg: dict) -> None:
     if not cfg["lr_grid"]:
         raise UsageError("lr_grid must list at least one learning rate")
     check_range("lr_grid", cfg["lr_grid"], 1e-30, what=" (learning rates are positive)")
+    check_range("momentum", cfg["momentum"], 0, 1)
+    check_range("clip", cfg["clip"], 0, what=" (the gradient norm's bound; 0: no clipping)")
+    check_range("init_std", cfg["init_std"], 0)
+    check_range("identity_scale", cfg["identity_scale"], 0)
+    check_range("permutation_seed", cfg["permutation_seed"], 0)
 
 
 def settings(cfg: dict, steps: int, lr: float) -> TrainSettings:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from common.config import check_range
-from common.context import RunContext
+from common.context import RunContext, fork_rng
 from common.papers import UsageError
 from reproductions.vae.vae import VAE, log_px_importance
 
@@ -164,7 +164,7 @@ def pick_step_size(initial: VAE, data: dict, cfg: dict) -> tuple[float, dict[flo
     scores = {}
     for step_size in cfg["step_sizes"]:
         trainer = Trainer(copy.deepcopy(initial), data, cfg, step_size)
-        with torch.random.fork_rng(devices=[]):
+        with fork_rng(data["train"].device):  # the CPU's streams and the device's (the Bernoulli draws)
             bounds = [trainer.step() for _ in range(cfg["pilot_steps"])]
         score = float(np.mean(bounds[len(bounds) // 2:]))
         scores[step_size] = score if math.isfinite(score) else -math.inf
