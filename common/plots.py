@@ -25,10 +25,11 @@ def curve_plot(curves: pd.DataFrame, y: str, path: Path, x: str = "step", hue: s
                title: str = "", logy: bool = False, col: str | None = None, logx: bool = False,
                ylim: tuple[float, float] | None = None, style: str | None = None,
                baseline: str | None = None) -> Path:
-    """Mean over seeds with a 95% bootstrap band (seaborn, fixed bootstrap seed so the report is
-    reproducible), one line per `hue`, one panel per `col`. `baseline` names a column holding a
+    """Mean over seeds with the seeds' range as the band (min to max: with 3 seeds a bootstrap "95%"
+    band would be that range under a wrong name, and costs a resampling per x), one line per `hue`,
+    one panel per `col`. `baseline` names a column holding a
     reference level (e.g. a task's memoryless loss), drawn as a dashed black line in each panel."""
-    grid = sns.relplot(data=curves, x=x, y=y, hue=hue, col=col, style=style, kind="line", errorbar=("ci", 95), seed=0,
+    grid = sns.relplot(data=curves, x=x, y=y, hue=hue, col=col, style=style, kind="line", errorbar=("pi", 100),
                        height=3.2, aspect=1.4, facet_kws={"sharey": False})
     if baseline is not None:
         for panel, ax in grid.axes_dict.items() if col else [(None, grid.ax)]:

@@ -1,13 +1,31 @@
+import os
 import re
+
+import pytest
 
 from common.cli import main
 from common.papers import PAPERS, ROOT
 from common.report import build_report
 
 
-def test_report_builds_from_committed_results_and_shows_every_paper(tmp_path, monkeypatch):
-    monkeypatch.delenv("REPRO_RESULTS_DIR", raising=False)
-    out = build_report(tmp_path / "report")
+@pytest.fixture(scope="module")
+def committed_report(tmp_path_factory):
+    """One build from the committed results/ (a build takes about a minute): shared by the tests that
+    read it."""
+    saved = os.environ.pop("REPRO_RESULTS_DIR", None)
+    try:
+        yield build_report(tmp_path_factory.mktemp("committed") / "report")
+    finally:
+        if saved is not None:
+            os.environ["REPRO_RESULTS_DIR"] = saved
+
+
+def _contents(out):
+    return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_report_builds_from_committed_results_and_shows_every_paper(committed_report):
+    out = committed_report
     text = (out / "REPORT.md").read_text()
     html = (out / "index.html").read_text()
     for name, paper in PAPERS.items():
@@ -42,13 +60,8 @@ def test_report_replaces_stale_files(tmp_path, results_dir):
     assert not (out / "figures" / "stale.png").exists()
 
 
-def test_rebuilding_from_the_same_results_gives_the_same_files(tmp_path, monkeypatch):
-    """The report is a function of results/: bootstrap bands and figures are seeded, so a rebuild
-    without new results leaves no diff to commit."""
+def test_rebuilding_from_the_same_results_gives_the_same_files(committed_report, tmp_path, monkeypatch):
+    """The report is a function of results/: intervals and figures are seeded, so a rebuild without
+    new results leaves no diff to commit."""
     monkeypatch.delenv("REPRO_RESULTS_DIR", raising=False)
-
-    def contents(out):
-        return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-
-    first = contents(build_report(tmp_path / "a"))
-    assert contents(build_report(tmp_path / "b")) == first
+    assert _contents(build_report(tmp_path / "again")) == _contents(committed_report)

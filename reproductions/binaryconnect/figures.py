@@ -49,7 +49,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                               path=out_dir / f"binaryconnect_{dataset}_test_error.png",
                               title=f"{title}: test error per variant")
             made.append((f"{title}: test error (%) against epochs for each variant (mean of {n_seeds} seed(s), "
-                         "95% band); binary_stoch_qb is the paper's binary connect + QB, ternary_qb its ternary "
+                         "band: range of the seeds); binary_stoch_qb is the paper's binary connect + QB, ternary_qb its ternary "
                          "connect + QB.", path))
     if runs:
         first = min(runs, key=lambda r: r.seed)

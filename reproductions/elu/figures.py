@@ -31,7 +31,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                           title="MNIST 8×128: median (over units) mean activation, averaged over the 8 layers")
         made.append((f"Figure 2a: MNIST, 8 hidden layers of 128 units. Each unit's mean activation on 1,000 fixed "
                      f"training images, the median over a layer's units, averaged over the 8 layers, against "
-                     f"epochs (mean of {n_seeds} seed(s), 95% band). The paper's claim: ELU stays closest to zero.",
+                     f"epochs (mean of {n_seeds} seed(s), band: range of the seeds). The paper's claim: ELU stays closest to zero.",
                      path))
         per_layer = activation.rename(columns={"median_activation": "median unit activation"})
         path = curve_plot(per_layer[per_layer["layer"].isin([1, 4, 8])], x="epoch", y="median unit activation",
@@ -45,7 +45,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                           y="training cross-entropy", hue="model", logy=True, path=out_dir / "elu_mnist_loss.png",
                           title="MNIST 8×128: training cross-entropy vs epochs (SGD, lr 0.01)")
         made.append((f"Figure 2b: MNIST training cross-entropy (on a fixed training subset) against epochs, log "
-                     f"scale (mean of {n_seeds} seed(s), 95% band).", path))
+                     f"scale (mean of {n_seeds} seed(s), band: range of the seeds).", path))
 
     ae = curves[curves["experiment"] == "ae"]
     if not ae.empty:
@@ -55,7 +55,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                           path=out_dir / "elu_autoencoder.png",
                           title="MNIST autoencoder 1000-500-250-30: test reconstruction error vs epochs")
         made.append((f"Figure 3: the MNIST autoencoder's test reconstruction error (mean squared error per pixel) "
-                     f"against epochs, one panel per SGD learning rate (mean of {n_seeds} seed(s), 95% band); dashed where "
+                     f"against epochs, one panel per SGD learning rate (mean of {n_seeds} seed(s), band: range of the seeds); dashed where "
                      f"recorded: the error of predicting the mean training image.", path))
         for lr in sorted(ae["lr"].astype(float).unique(), reverse=True):
             tag = lr_tag(lr)
@@ -84,5 +84,5 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                           title="CNN: training loss of ELU and ReLU, with (_bn) and without batch norm")
         made.append((f"Figure 4 at this tier's scale: the CNN's training loss (mean minibatch cross-entropy between "
                      f"logged points) against epochs for ELU and ReLU, each with and without batch norm (mean of "
-                     f"{n_seeds} seed(s), 95% band).", path))
+                     f"{n_seeds} seed(s), band: range of the seeds).", path))
     return made

@@ -42,7 +42,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                           title="mean D(x) on the training minibatch (with dropout)")
         made.append(("Mean discriminator output on real minibatches and on generated ones during training, for "
                      f"the non-saturating loss the paper trains and the saturating loss of Eq. 1 (mean of {n_seeds} "
-                     "seed(s), 95% band). At the equilibrium of §4 both go to 1/2.", path))
+                     "seed(s), band: range of the seeds). At the equilibrium of §4 both go to 1/2.", path))
 
         parzen = [f.dropna(subset=["parzen_ll"]) for f in frames if "parzen_ll" in f.columns]
         parzen = pd.concat(parzen, ignore_index=True) if parzen else pd.DataFrame()

@@ -26,7 +26,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                           ylim=(0, 0.3),  # the untrained models start near MSE 1; the action is below 0.167
                           title="Adding problem: test MSE vs training step (dashed: predict 1, MSE 0.167)")
         made.append(((f"Adding problem at T = {', '.join(t.split('T')[-1] for t in lengths)}: test MSE of each "
-                     f"model against training steps (mean of {n_seeds} seed(s), 95% band); the dashed line is "
+                     f"model against training steps (mean of {n_seeds} seed(s), band: range of the seeds); the dashed line is "
                      "the memoryless baseline 0.167 (always predict 1), as in the paper's Figure 2; y-axis cut at 0.3."), path))
 
     mnist = curves[curves["task"].str.contains("mnist")]
@@ -35,7 +35,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                           hue="model", col="task", baseline="baseline", path=out_dir / "irnn_mnist_loss.png",
                           title="Pixel MNIST: test cross-entropy vs step (dashed: uniform guess, ln 10)")
         made.append(((f"Pixel and permuted-pixel MNIST: test cross-entropy of each model against training steps "
-                     f"(mean of {n_seeds} seed(s), 95% band); the dashed line is the memoryless baseline "
+                     f"(mean of {n_seeds} seed(s), band: range of the seeds); the dashed line is the memoryless baseline "
                      "ln 10 (a uniform guess over the classes)."), path))
         if "test_accuracy" in mnist.columns:
             acc = mnist.assign(chance=0.1).rename(columns={"test_accuracy": "test accuracy"})

@@ -15,7 +15,7 @@ DATA_NAMES = {"faces": "CBCL faces", "synthetic": "synthetic V = W₀H₀ + nois
 
 
 def _thin(curves: pd.DataFrame, points: int = 150) -> pd.DataFrame:
-    """Keep ~`points` log-spaced steps per series: the bootstrap band over thousands of steps is slow."""
+    """Keep ~`points` log-spaced steps per series: thousands of steps per series make slow, unreadable plots."""
     steps = np.unique(curves["step"].to_numpy())
     if len(steps) <= points:
         return curves
@@ -40,7 +40,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                               path=out_dir / f"nmf_{data}_objective.png",
                               title=f"{DATA_NAMES.get(data, data)}: objective per iteration")
             made.append((f"{DATA_NAMES.get(data, data)}: the objective of each multiplicative rule against "
-                         f"iterations (log scale; mean of {n_seeds} seed(s), 95% band). Theorems 1 and 2 say "
+                         f"iterations (log scale; mean of {n_seeds} seed(s), band: range of the seeds). Theorems 1 and 2 say "
                          "neither curve may ever rise.", path))
 
     found = first_arrays(runs, "bases")

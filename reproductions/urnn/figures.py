@@ -24,6 +24,6 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
         path = curve_plot(subset, y="test_loss", x="step", hue="model", col="task", baseline="baseline", ylim=ylim,
                           path=Path(out_dir) / f"urnn_{family}.png", title=f"{title}: test loss vs training step")
         made.append((f"{title}: test loss of each model against the training step (mean of {n_seeds} seed(s), "
-                     "95% band); the dashed line is the task's memoryless baseline"
+                     "band: range of the seeds); the dashed line is the task's memoryless baseline"
                      + ("." if ylim is None else f"; the y-axis stops at {ylim[1]:.3g}, 2.5x the baseline."), path))
     return made

@@ -40,7 +40,7 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
                               title=f"{title}: lower bound per datapoint vs training samples evaluated")
             made.append((f"Figure 2, {title}: the variational lower bound per datapoint on the training subset "
                          f"and the test set against the number of training samples evaluated (log scale; mean of "
-                         f"{n_seeds} seed(s), 95% band), on the paper's y-axis {paper_ylim[0]} … {paper_ylim[1]}"
+                         f"{n_seeds} seed(s), band: range of the seeds), on the paper's y-axis {paper_ylim[0]} … {paper_ylim[1]}"
                          + (f", extended down to {ylim[0]} to show every curve's end" if ylim != paper_ylim else "")
                          + ".", path))
 
