@@ -2,9 +2,21 @@
 
 A check is either a comparison string, ``"<expr> <op> <expr>"`` with ``op`` one of >=, <=, >, <
 and expressions made of metric names, numbers, + - * / and parentheses (bounds and relations alike),
-or a band ``{band: <expr>, value: <number>, tol: <number>}``. The expression is evaluated per seed and
-aggregated across seeds by the claim's ``stat`` (mean by default, or max/min for "never" claims);
-the aggregate is what is judged. Expressions are parsed with `ast` and walked by hand: nothing is
+or a band ``{band: <expr>, value: <number>, tol: <number>}``. The expression is evaluated per seed;
+every seed is also judged on its own, and the report shows how many pass ("2/3"). The claim's
+``rule`` decides its status from those:
+
+  - ``all_seeds``: every seed passes on its own (a model that "learns", "solves", "beats");
+  - ``majority``: more than half of the seeds pass;
+  - ``interval``: the whole interval of the across-seed mean passes (a difference whose interval
+    must exclude 0);
+  - ``mean``: the across-seed ``stat`` passes (mean by default, or max/min for "never" claims).
+
+A claim's ``kind`` says what a pass means: ``reproduction`` (a paper's result), ``protocol`` (a
+property of the method that could fail) or ``sanity`` (an implementation property, true by
+construction or far from its boundary): only reproductions count as reproduced. ``registered``
+says whether the claim and its threshold were written ``before_results`` or ``after_results``
+(then ``registered_why`` says why). Expressions are parsed with `ast` and walked by hand: nothing is
 evaluated as code.
 
 In a tier with experiment points, a metric is named with its point: `probe_acc@labels=1000` or
@@ -29,6 +41,9 @@ from common.stats import AGGREGATES, Summary, summarize
 
 STATUSES = ("reproduced", "not_reproduced", "not_run")
 CONFIDENCES = ("C", "M", "?")
+KINDS = ("reproduction", "protocol", "sanity")
+RULES = ("all_seeds", "majority", "interval", "mean")
+REGISTERED = ("before_results", "after_results")
 MIN_SEEDS = {"smoke": 1, "cpu": 3, "paper": 1}
 _COMPARE = {ast.GtE: (">=", operator.ge), ast.LtE: ("<=", operator.le),
             ast.Gt: (">", operator.gt), ast.Lt: ("<", operator.lt)}
@@ -100,6 +115,12 @@ class Check:
             return abs(value - self.threshold) <= self.tol
         return _OPERATORS[self.op](value, self.threshold)
 
+    def interval_passes(self, low: float, high: float) -> bool:
+        """Every value in [low, high] passes: the end nearest the threshold decides."""
+        if self.op is None:
+            return self.passes(low) and self.passes(high)
+        return self.passes(low if self.op in (">", ">=") else high)
+
     @property
     def quantity(self) -> str:
         return ast.unparse(self.lhs)
@@ -147,6 +168,10 @@ class Claim:
     checks: dict[str, Check]
     expected: dict[str, str]
     stat: str = "mean"
+    kind: str = "reproduction"
+    rule: str = "mean"
+    registered: str | None = None
+    registered_why: str | None = None
     paper_value: object = None
     source: str | None = None
     confidence: str | None = None
@@ -182,8 +207,8 @@ def load_expected(path: Path) -> Expected:
         if cid in seen:
             fail(where, "field id: duplicated")
         seen.add(cid)
-        allowed = {"id", "description", "paper_value", "source", "confidence", "metrics", "stat", "checks",
-                   "expected", "reason"}
+        allowed = {"id", "description", "kind", "rule", "registered", "registered_why", "paper_value", "source",
+                   "confidence", "metrics", "stat", "checks", "expected", "reason"}
         if set(raw) - allowed:
             fail(where, f"unknown field(s) {', '.join(sorted(set(raw) - allowed))}; valid: {', '.join(sorted(allowed))}")
         if not isinstance(raw.get("description"), str):
@@ -194,6 +219,17 @@ def load_expected(path: Path) -> Expected:
         stat = raw.get("stat", "mean")
         if stat not in AGGREGATES:
             fail(where, f"field stat: {stat!r} is not one of {', '.join(AGGREGATES)}")
+        kind, rule, registered = raw.get("kind", "reproduction"), raw.get("rule", "mean"), raw.get("registered")
+        if kind not in KINDS:
+            fail(where, f"field kind: {kind!r} is not one of {', '.join(KINDS)}")
+        if rule not in RULES:
+            fail(where, f"field rule: {rule!r} is not one of {', '.join(RULES)}")
+        if rule == "interval" and stat != "mean":
+            fail(where, f"field rule: interval judges the mean's interval; stat is {stat!r}")
+        if registered is not None and registered not in REGISTERED:
+            fail(where, f"field registered: {registered!r} is not one of {', '.join(REGISTERED)}")
+        if registered == "after_results" and not raw.get("registered_why"):
+            fail(where, "field registered_why: required when a claim was registered after its results")
         confidence = raw.get("confidence")
         if confidence is not None and str(confidence) not in CONFIDENCES:
             fail(where, f"field confidence: {confidence!r} is not one of {', '.join(CONFIDENCES)}")
@@ -223,8 +259,8 @@ def load_expected(path: Path) -> Expected:
             fail(where, "field reason: required when a claim is expected not to reproduce")
         result.claims.append(Claim(
             id=cid, description=raw["description"], metrics=metrics, checks=checks,
-            expected={t: expected.get(t, "reproduced") for t in checks}, stat=stat,
-            paper_value=raw.get("paper_value"), source=raw.get("source"),
+            expected={t: expected.get(t, "reproduced") for t in checks}, stat=stat, kind=kind, rule=rule,
+            registered=registered, registered_why=raw.get("registered_why"), paper_value=raw.get("paper_value"), source=raw.get("source"),
             confidence=None if confidence is None else str(confidence), reason=raw.get("reason")))
     return result
 
@@ -238,6 +274,13 @@ class Verdict:
     status: str
     summary: Summary | None = None
     note: str = ""
+    seed_values: dict[int, float] = field(default_factory=dict)  # the judged quantity per seed
+    seeds_passing: int = 0
+
+    @property
+    def seeds(self) -> str:
+        """"2/3": how many seeds pass on their own; "" when no seed was judged."""
+        return f"{self.seeds_passing}/{len(self.seed_values)}" if self.seed_values else ""
 
     @property
     def expected(self) -> str:
@@ -298,8 +341,19 @@ def judge(claim: Claim, tier: str, runs: list[LoadedRun], paper: str, points: li
             env[ident] = run.record["metrics"][metric]
         values.append(_evaluate(check.lhs, env))
     summary = summarize(values, claim.stat)
-    status = "reproduced" if check.passes(summary.value) else "not_reproduced"
-    return Verdict(paper, tier, claim, status, summary)
+    passing = sum(check.passes(v) for v in values)
+    status = "reproduced" if _rule_holds(claim.rule, check, summary, passing, len(values)) else "not_reproduced"
+    return Verdict(paper, tier, claim, status, summary, seed_values=dict(zip(seeds, values)), seeds_passing=passing)
+
+
+def _rule_holds(rule: str, check: Check, summary: Summary, passing: int, n: int) -> bool:
+    if rule == "all_seeds":
+        return passing == n
+    if rule == "majority":
+        return 2 * passing > n
+    if rule == "interval":
+        return check.interval_passes(summary.ci_low, summary.ci_high)
+    return check.passes(summary.value)
 
 
 def expected_path(paper: Paper) -> Path:

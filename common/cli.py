@@ -87,8 +87,8 @@ def cmd_check(args) -> int:
         for v in verdicts:
             ours = v.summary.format() if v.summary else v.note
             flag = "ok" if v.matches else "MISMATCH"
-            rows.append((f"{paper.name}/{v.claim.id}", v.claim.checks[args.tier].text, ours, v.status,
-                         v.expected, flag))
+            rows.append((f"{paper.name}/{v.claim.id}", v.claim.kind, v.claim.rule, v.claim.checks[args.tier].text,
+                         ours, v.seeds or "-", v.status, v.expected, flag))
     if rows:
         widths = [max(len(str(r[i])) for r in rows + [_HEADER]) for i in range(len(_HEADER))]
         for row in [_HEADER] + rows:
@@ -102,7 +102,7 @@ def cmd_check(args) -> int:
     return 1 if problems else 0
 
 
-_HEADER = ("claim", "check", "ours (across seeds)", "status", "expected", "")
+_HEADER = ("claim", "kind", "rule", "check", "ours (across seeds)", "seeds passing", "status", "expected", "")
 
 
 def cmd_report(args) -> int:

@@ -74,6 +74,11 @@ def test_a_valid_file_loads_with_default_expectations(tmp_path):
     ("cpu: \"a - b >= 10\"", "cpu: \"open('x') >= 10\"", "claim 'gap': field checks.cpu"),
     ("    source: \"Table 1\"", "    sauce: \"Table 1\"", "claim 'gap': unknown field(s) sauce"),
     ("  - id: gap", "  - id: [gap]", "claim #1: field id"),
+    ("    confidence: C", "    confidence: C\n    kind: theorem", "claim 'gap': field kind"),
+    ("    confidence: C", "    confidence: C\n    rule: best_seed", "claim 'gap': field rule"),
+    ("    confidence: C", "    confidence: C\n    rule: interval\n    stat: max", "claim 'gap': field rule: interval"),
+    ("    confidence: C", "    confidence: C\n    registered: later", "claim 'gap': field registered"),
+    ("    confidence: C", "    confidence: C\n    registered: after_results", "claim 'gap': field registered_why"),
 ])
 def test_malformed_files_name_the_file_claim_and_field(tmp_path, old, new, message):
     assert old in GOOD
@@ -99,12 +104,38 @@ def _runs(results_dir, paper="toy", tier="cpu"):
     return judged_runs(runs, _fill_defaults(toy_runner), tier)[0]
 
 
-def test_judged_on_the_mean_across_seeds(tmp_path, results_dir):
-    for seed, gap in enumerate([12.0, 9.0, 11.0]):  # mean 10.67: reproduced although one seed misses
+def _with_rule(rule: str) -> str:
+    return GOOD.replace("    confidence: C", f"    confidence: C\n    rule: {rule}")
+
+
+@pytest.mark.parametrize("rule, status", [
+    ("mean", "reproduced"),           # the mean 10.67 passes although one seed misses
+    ("majority", "reproduced"),       # 2 of 3 seeds pass
+    ("all_seeds", "not_reproduced"),  # seed 1 misses
+    ("interval", "not_reproduced"),   # the t-interval of the mean reaches below 10
+])
+def test_the_rule_decides_from_the_seeds_and_every_seed_is_counted(tmp_path, results_dir, rule, status):
+    for seed, gap in enumerate([12.0, 9.0, 11.0]):
         write_record(results_dir, "toy", "cpu", seed, {"a": 20.0 + gap, "b": 20.0})
-    verdict = judge(_claim(tmp_path), "cpu", _runs(results_dir), "toy")
-    assert verdict.status == "reproduced" and verdict.matches
+    verdict = judge(_claim(tmp_path, _with_rule(rule)), "cpu", _runs(results_dir), "toy")
+    assert verdict.status == status
+    assert verdict.seeds == "2/3" and verdict.seed_values == {0: 12.0, 1: 9.0, 2: 11.0}
     assert verdict.summary.value == pytest.approx(32 / 3) and verdict.summary.n == 3
+    assert verdict.summary.method == "t"
+
+
+def test_an_interval_rule_passes_when_the_whole_interval_does(tmp_path, results_dir):
+    for seed, gap in enumerate([12.0, 12.5, 13.0]):  # 12.5 ± 4.30 · 0.5 / √3 = [11.26, 13.74]
+        write_record(results_dir, "toy", "cpu", seed, {"a": 20.0 + gap, "b": 20.0})
+    verdict = judge(_claim(tmp_path, _with_rule("interval")), "cpu", _runs(results_dir), "toy")
+    assert verdict.status == "reproduced" and verdict.summary.ci_low > 10
+
+
+def test_majority_needs_more_than_half(tmp_path, results_dir):
+    for seed, gap in enumerate([12.0, 9.0, 11.0, 8.0]):  # 2 of 4: not a majority
+        write_record(results_dir, "toy", "cpu", seed, {"a": 20.0 + gap, "b": 20.0})
+    verdict = judge(_claim(tmp_path, _with_rule("majority")), "cpu", _runs(results_dir), "toy")
+    assert verdict.status == "not_reproduced" and verdict.seeds == "2/4"
 
 
 def test_a_missed_check_is_not_reproduced(tmp_path, results_dir):
