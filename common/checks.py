@@ -311,8 +311,11 @@ def _bind_points(check: Check, points: list[Point], where: str) -> dict[str, Poi
     return bound
 
 
-def judge(claim: Claim, tier: str, runs: list[LoadedRun], paper: str, points: list[Point] | None = None) -> Verdict:
-    """One claim at one tier, from the latest run per (point, seed) of the tier's own configurations."""
+def judge(claim: Claim, tier: str, runs: list[LoadedRun], paper: str, points: list[Point] | None = None,
+          min_seeds: int | None = None) -> Verdict:
+    """One claim at one tier, from the latest run per (point, seed) of the tier's own configurations.
+    It needs `min_seeds` seeds (default `MIN_SEEDS[tier]`; at the cpu tier, the runner's seed count)."""
+    min_seeds = MIN_SEEDS[tier] if min_seeds is None else min_seeds
     check = claim.checks[tier]
     bound = _bind_points(check, points or [], f"claim {claim.id!r} at tier {tier}")
     used = {p.name if p else None for p in bound.values()}
@@ -327,9 +330,8 @@ def judge(claim: Claim, tier: str, runs: list[LoadedRun], paper: str, points: li
         detail = "; ".join(f"{name}: seeds {seeds}" for name, seeds in seed_sets.items())
         return Verdict(paper, tier, claim, "not_run", note=f"a relation between points needs the same seeds ({detail})")
     seeds = next(iter(seed_sets.values()))
-    if len(seeds) < MIN_SEEDS[tier]:
-        return Verdict(paper, tier, claim, "not_run",
-                       note=f"needs {MIN_SEEDS[tier]} seed(s) at tier {tier}, found {len(seeds)}")
+    if len(seeds) < min_seeds:
+        return Verdict(paper, tier, claim, "not_run", note=f"needs {min_seeds} seed(s) at tier {tier}, found {len(seeds)}")
     values = []
     for seed in seeds:
         env = {}
@@ -354,6 +356,12 @@ def _rule_holds(rule: str, check: Check, summary: Summary, passing: int, n: int)
     if rule == "interval":
         return check.interval_passes(summary.ci_low, summary.ci_high)
     return check.passes(summary.value)
+
+
+def required_seeds(runner, tier: str) -> int:
+    """Seeds a claim needs: at the cpu tier the runner's own count (5 where a seed costs under 10
+    minutes), at least `MIN_SEEDS`; elsewhere `MIN_SEEDS`."""
+    return max(MIN_SEEDS[tier], runner.SEEDS[tier]) if tier == "cpu" else MIN_SEEDS[tier]
 
 
 def expected_path(paper: Paper) -> Path:
@@ -384,7 +392,7 @@ def check_paper(paper: Paper, tier: str) -> PaperCheck:
         if tier not in claim.checks:
             continue
         try:
-            verdict = judge(claim, tier, runs, paper.name, points)
+            verdict = judge(claim, tier, runs, paper.name, points, min_seeds=required_seeds(runner, tier))
         except ExpectedError as err:
             errors.append(str(err))
             continue

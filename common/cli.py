@@ -56,7 +56,7 @@ def cmd_run(args) -> int:
         for seed in seeds:
             record = run_one(args.paper, args.tier, seed, overrides, device=args.device, resume=args.resume,
                              use_wandb=args.wandb, threads=args.threads, quiet=args.quiet,
-                             point=point and point.name)
+                             point=point and point.name, pilot=args.pilot)
             where = f"{args.paper}/{args.tier}" + (f"/{point.name}" if point else "")
             line = f"{where}/s{seed}: {record['status']} in {record['wall_time_s']:.1f}s"
             if record["reason"]:
@@ -117,7 +117,7 @@ def cmd_sweep(args) -> int:
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: must be at least 1")
     seeds = [args.seed] if args.seed is not None else None if args.seeds is None else list(range(args.seeds))
-    jobs = plan(args.papers, args.tier, seeds, args.set, args.grid, args.point)
+    jobs = plan(args.papers, args.tier, seeds, args.set, args.grid, args.point, pilot=args.pilot)
     counts = run_sweep(jobs, workers=args.workers, launcher=args.launcher, device=args.device,
                        threads=args.threads)
     print(f"sweep: {counts['done']} run, {counts['skipped']} already in results, {counts['failed']} failed")
@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wandb", action="store_true", help="also log to wandb (offline unless WANDB_MODE says otherwise)")
     run.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--pilot", action="store_true",
+                     help="tag the record a pilot (a run that shaped the tier): kept and listed, never judged")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="judge expected.yaml against results/")
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
     sweep.add_argument("--launcher", default="local", help="local (process pool) or slurm (submitit)")
     sweep.add_argument("--device", default="auto")
+    sweep.add_argument("--pilot", action="store_true", help="tag every record a pilot: kept and listed, never judged")
     sweep.set_defaults(func=cmd_sweep)
     return parser
 

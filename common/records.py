@@ -86,6 +86,11 @@ class LoadedRun:
     def labels(self) -> dict:
         return self.record.get("labels") or {}
 
+    @property
+    def pilot(self) -> bool:
+        """A pilot run (it shaped the tier): listed by the report, never judged."""
+        return "pilot" in (self.record.get("tags") or [])
+
     def curves(self) -> pd.DataFrame:
         """The learning curves with a `seed` column added; empty if the run logged none."""
         csv = self.path.with_name(self.path.name.removesuffix(".json") + ".curves.csv")
@@ -149,7 +154,7 @@ def scan(paper: str, tier: str) -> tuple[list[LoadedRun], list[str]]:
 
 def judged_runs(runs: list[LoadedRun], runner, tier: str) -> tuple[list[LoadedRun], list[LoadedRun]]:
     """(judged, stale). Judged: the runs a claim is judged on, the latest per (point, seed) of the
-    tier's own configurations (no --set overrides) whose config is the tier's, or its point's, as the
+    tier's own configurations (no --set overrides, not a pilot) whose config is the tier's, or its point's, as the
     runner resolves it today. Stale: runs without overrides whose config is no longer that one."""
     from common.config import resolve, same_config
     from common.experiments import tier_points
@@ -159,7 +164,7 @@ def judged_runs(runs: list[LoadedRun], runner, tier: str) -> tuple[list[LoadedRu
     latest: dict[tuple, LoadedRun] = {}
     stale = []
     for run in sorted(runs, key=lambda r: r.record["started_at"]):
-        if run.record["overrides"]:
+        if run.record["overrides"] or run.pilot:
             continue
         if run.point not in current or not same_config(runner, run.record["config"], current[run.point]):
             stale.append(run)

@@ -186,9 +186,11 @@ class _isolated_random_streams:
 
 def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None, device: str = "auto",
             resume: bool = False, use_wandb: bool = False, threads: int | None = None,
-            quiet: bool = False, point: str | None = None) -> dict:
+            quiet: bool = False, point: str | None = None, pilot: bool = False) -> dict:
     """Run one seed (of one point, if the tier has points) and write its record; returns the record.
-    Bad input raises UsageError before anything runs or is written."""
+    A `pilot` run (one that shaped a tier: a learning rate, a budget, a threshold) is tagged so: kept
+    and listed by the report, never judged. Bad input raises UsageError before anything runs or is
+    written."""
     overrides = dict(overrides or {})
     runner, chosen, cfg = prepare(paper_name, tier, overrides, point)
     torch_device = pick_device(device)
@@ -233,7 +235,7 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
     record = {
         "run_id": run_id, "paper": paper_name, "tier": tier, "seed": seed,
         "point": chosen.name if chosen else None, "labels": dict(chosen.labels) if chosen else {},
-        "config": cfg, "overrides": overrides, "config_hash": chash,
+        "config": cfg, "overrides": overrides, "config_hash": chash, "tags": ["pilot"] if pilot else [],
         "metrics": metrics, "status": status, "reason": reason,
         "git": code, "started_at": started.isoformat(timespec="seconds"),
         "wall_time_s": round(wall, 3), "stage_seconds": ctx.stage_seconds, "hardware": hardware(torch_device),

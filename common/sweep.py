@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -36,6 +36,7 @@ class Job:
     overrides: tuple[tuple[str, object], ...]
     point: str | None = None
     wave: int = 0  # 0: needs no artifact; n: needs one made in wave n - 1
+    pilot: bool = False  # its record is tagged a pilot: kept and listed, never judged
 
     def override_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.overrides}
@@ -52,7 +53,7 @@ class Job:
 
 
 def plan(papers: list[str], tier: str, seeds: list[int] | None, sets: list[str], grid: list[str],
-         points: list[str] | None = None) -> list[Job]:
+         points: list[str] | None = None, pilot: bool = False) -> list[Job]:
     """Every (paper, point, seed, grid value) job, after validating names, tier, points and values
     (each job's resolved config passes its runner's validate()). `seeds=None`: the tier's count."""
     configs.check_tier(tier)
@@ -82,7 +83,7 @@ def plan(papers: list[str], tier: str, seeds: list[int] | None, sets: list[str],
                 for seed in paper_seeds:
                     jobs += _with_producers(Job(name, tier, seed, overrides, point and point.name), runner,
                                             all_points)
-    unique = list(dict.fromkeys(jobs))
+    unique = list(dict.fromkeys(replace(job, pilot=pilot) for job in jobs))
     for job in unique:  # bad values fail here, before any job starts
         prepare(job.paper, job.tier, job.override_dict(), job.point)
     return sorted(unique, key=lambda j: j.wave)
@@ -104,7 +105,7 @@ def already_done(job: Job) -> bool:
     runner, _, cfg = prepare(job.paper, job.tier, job.override_dict(), job.point)
     overrides = configs._as_json(job.override_dict())
     runs, _ = scan(job.paper, job.tier)
-    return any(r.record["status"] == "ok" and r.seed == job.seed and r.point == job.point
+    return any(r.record["status"] == "ok" and r.seed == job.seed and r.point == job.point and r.pilot == job.pilot
                and configs.same_config(runner, r.record["config"], cfg) and r.record["overrides"] == overrides
                for r in runs)
 
@@ -114,6 +115,8 @@ def _local(job: Job, threads: int, device: str, log_dir: Path) -> tuple[Job, int
                "--threads", str(threads), "--device", device, "--resume", "--quiet"]
     if job.point:
         command += ["--point", job.point]
+    if job.pilot:
+        command.append("--pilot")
     for item in job.sets():
         command += ["--set", item]
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +132,7 @@ def _submitit_job(job: Job, device: str, threads: int) -> str:
     """What a Slurm (or submitit-local) task runs: one seed of one point, in process."""
     from common.runs import run_one
     record = run_one(job.paper, job.tier, job.seed, job.override_dict(), device=device, resume=True,
-                     threads=threads, quiet=True, point=job.point)
+                     threads=threads, quiet=True, point=job.point, pilot=job.pilot)
     return record["status"]
 
 

@@ -53,6 +53,8 @@ TIERS = {
             "timing_iterations": 100, "timing_repeats": 15},
 }
 
+SEEDS = {"cpu": 5}  # a cpu seed takes under 2 minutes: 5 seeds (the default is 3)
+
 FEW_STEPS = {"iterations": 2, "synthetic_iterations": 2, "sklearn_iterations": 2,
              "timing_iterations": 2, "timing_repeats": 1}
 
