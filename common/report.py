@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common.checks import MIN_SEEDS, ExpectedError, Verdict, check_paper, expected_path, load_expected
+from common.checks import KINDS, ExpectedError, Verdict, check_paper, expected_path, load_expected, required_seeds
 from common.experiments import tier_points
 from common.papers import PAPERS, ROOT, TIER_NAMES, Paper
 from common.records import judged_runs, scan
@@ -109,15 +109,32 @@ def _paper_value(claim) -> str:
     return f"{parts[0]} ({meta})" if meta else parts[0]
 
 
+POST_HOC = " †"  # marks a claim registered after its results
+
+
+def _claim_name(claim) -> str:
+    return claim.id + (POST_HOC if claim.registered == "after_results" else "")
+
+
+def _status_cell(v: Verdict) -> str:
+    """"✅ reproduced (3/3 seeds)": the status and how many seeds pass on their own."""
+    return STATUS_LABEL[v.status] + (f" ({v.seeds} seeds)" if v.seeds else "")
+
+
 def _claims_table(verdicts: list[Verdict], tier: str) -> pd.DataFrame:
     rows = []
     for v in verdicts:
         ours = v.summary.format() if v.summary else (v.note or "—")
-        status = STATUS_LABEL[v.status]
+        if v.seed_values:
+            ours += "; per seed: " + ", ".join(f"{seed}: {value:.4g}" for seed, value in v.seed_values.items())
+        status = _status_cell(v)
         if v.status == "not_reproduced" and v.claim.reason:
             status += f": {v.claim.reason}"
-        rows.append({"claim": v.claim.id, "what": v.claim.description, "paper": _paper_value(v.claim),
-                     "check": v.claim.checks[tier].text, "ours (across seeds)": ours, "status": status})
+        if v.claim.registered == "after_results":
+            status += f" (†registered after the results: {v.claim.registered_why})"
+        rows.append({"claim": _claim_name(v.claim), "kind": v.claim.kind, "rule": v.claim.rule,
+                     "what": v.claim.description, "paper": _paper_value(v.claim), "check": v.claim.checks[tier].text,
+                     "ours (across seeds)": ours, "status": status})
     return pd.DataFrame(rows)
 
 
@@ -192,6 +209,52 @@ def _figures(paper: Paper, out: Path, doc: Doc) -> None:
         doc.image(caption, Path(path).relative_to(out).as_posix())
 
 
+def _glance_row(paper: Paper, expected, verdicts: list[Verdict]) -> dict:
+    """One paper on the report's first screen: its cpu-tier claims by kind, seeds, time and hardware."""
+    row = {"paper": f"[{paper.name}](#{paper.name})"}
+    for kind in KINDS:
+        mine = [v for v in verdicts if v.claim.kind == kind]
+        counts = {s: sum(v.status == s for v in mine) for s in ("reproduced", "not_reproduced", "not_run")}
+        if kind == "reproduction":
+            row["reproductions (cpu)"] = (f"✅ {counts['reproduced']} · ❌ {counts['not_reproduced']}"
+                                          + (f" · ⚪ {counts['not_run']}" if counts["not_run"] else "")
+                                          + f" of {len(mine)}")
+        else:
+            row[f"{kind} checks (cpu)"] = f"{counts['reproduced']}/{len(mine)} pass" if mine else "—"
+    post_hoc = sum(c.registered == "after_results" for c in expected.claims)
+    row["registered after results"] = str(post_hoc)
+    runner = paper.runner()
+    runs = [r for r in judged_runs(scan(paper.name, "cpu")[0], runner, "cpu")[0]]
+    row["seeds (cpu)"] = f"{len({r.seed for r in runs})} of {required_seeds(runner, 'cpu')}"
+    if runs:
+        row["cpu time per seed"] = f"{summarize([r.record['wall_time_s'] for r in runs]).value / 60:.0f} min"
+        hw = runs[0].record["hardware"]
+        row["hardware"] = f"{hw.get('gpu') or hw.get('cpu')}, {hw.get('torch_threads')} thread(s)"
+    return row
+
+
+def _every_run() -> list:
+    return [run for paper in PAPERS.values() if paper.implemented
+            for tier in TIER_NAMES if tier != "smoke" for run in scan(paper.name, tier)[0]]
+
+
+def _unfinished_runs() -> pd.DataFrame:
+    rows = [{"paper": r.record["paper"], "tier": r.record["tier"], "point": r.point or "—", "seed": r.seed,
+             "status": r.record["status"], "why": r.record["reason"] or "—",
+             "overrides": ", ".join(f"{k}={v}" for k, v in r.record["overrides"].items()) or "—",
+             "pilot": "yes" if r.pilot else "no", "record": r.path.name}
+            for r in _every_run() if r.record["status"] != "ok"]
+    return pd.DataFrame(rows)
+
+
+def _pilot_runs() -> pd.DataFrame:
+    rows = [{"paper": r.record["paper"], "tier": r.record["tier"], "point": r.point or "—", "seed": r.seed,
+             "overrides": ", ".join(f"{k}={v}" for k, v in r.record["overrides"].items()) or "—",
+             "status": r.record["status"], "wall time (s)": f"{r.record['wall_time_s']:.0f}", "record": r.path.name}
+            for r in _every_run() if r.pilot]
+    return pd.DataFrame(rows)
+
+
 # -- the whole report --------------------------------------------------------------------------
 def build_report(out: Path | None = None) -> Path:
     out = out or ROOT / "report"
@@ -203,14 +266,26 @@ def build_report(out: Path | None = None) -> Path:
     state = git_state()
     doc.heading(1, "Reproduction report")
     doc.para(f"Generated by `repro report` from `results/` (commit {(state['commit'] or '?')[:8]}). "
-             "Do not edit by hand. Each claim is judged on the statistic across seeds (mean, or max/min "
-             "where a claim says \"never\"), shown with its 95% bootstrap CI; cpu-tier claims need "
-             f"{MIN_SEEDS['cpu']} seeds.")
+             "Do not edit by hand.")
+    doc.para("How to read it:\n"
+             "- Every claim is judged seed by seed; `2/3` says how many seeds pass on their own. The claim's "
+             "rule turns that into a status: `all_seeds` (every seed passes), `majority`, `interval` (the whole "
+             "interval of the mean passes) or `mean` (the across-seed statistic passes).\n"
+             "- Intervals are honest for the number of seeds: below 10 seeds a Student-t interval on the seed "
+             "values (`95% t-interval`), from 10 a percentile bootstrap, for max/min claims the range; each "
+             "names its method and n.\n"
+             "- A claim's kind: a `reproduction` is a result the paper reports; a `protocol` claim a property "
+             "of the method that could fail; a `sanity` check an implementation property (true by "
+             "construction or far from its boundary). Only reproductions count as reproduced.\n"
+             f"- `{POST_HOC.strip()}`: the claim or its threshold was written after its results were seen "
+             "(the claim table says why).")
 
-    matrix, sections, unreadable, stale = [], [], [], []
+    matrix, sections, unreadable, stale, glance = [], [], [], [], []
     for paper in PAPERS.values():
         if not paper.implemented:
-            matrix.append({"paper": paper.name, "claim": "—", **{f"{t} tier": STATUS_LABEL["planned"] for t in TIER_NAMES}})
+            matrix.append({"paper": paper.name, "claim": "—", "kind": "—", "rule": "—",
+                           **{f"{t} tier": STATUS_LABEL["planned"] for t in TIER_NAMES}})
+            glance.append({"paper": paper.name, "reproductions (cpu)": STATUS_LABEL["planned"]})
             continue
         for tier in TIER_NAMES:
             unreadable += scan(paper.name, tier)[1]
@@ -218,8 +293,9 @@ def build_report(out: Path | None = None) -> Path:
             expected = load_expected(expected_path(paper))
         except ExpectedError as err:
             unreadable.append(str(err))
-            matrix.append({"paper": paper.name, "claim": "expected.yaml unreadable",
+            matrix.append({"paper": paper.name, "claim": "expected.yaml unreadable", "kind": "—", "rule": "—",
                            **{f"{t} tier": "—" for t in TIER_NAMES}})
+            glance.append({"paper": f"[{paper.name}](#{paper.name})", "reproductions (cpu)": "expected.yaml unreadable"})
             continue
         per_tier = {}
         for tier in TIER_NAMES:
@@ -228,15 +304,27 @@ def build_report(out: Path | None = None) -> Path:
             per_tier[tier] = {v.claim.id: v for v in result.verdicts}
             stale += [(paper.name, tier, r) for r in result.stale]
         for claim in expected.claims:
-            row = {"paper": paper.name, "claim": claim.id}
+            row = {"paper": paper.name, "claim": _claim_name(claim), "kind": claim.kind, "rule": claim.rule}
             for tier in TIER_NAMES:
                 verdict = per_tier[tier].get(claim.id)
-                row[f"{tier} tier"] = STATUS_LABEL[verdict.status] if verdict else "—"
+                row[f"{tier} tier"] = _status_cell(verdict) if verdict else "—"
             matrix.append(row)
+        glance.append(_glance_row(paper, expected, list(per_tier["cpu"].values())))
         sections.append((paper, expected, per_tier))
 
+    reproductions = [v for _, _, per_tier in sections for v in per_tier["cpu"].values() if v.claim.kind == "reproduction"]
+    doc.heading(2, "At a glance (cpu tier)")
+    doc.para(f"**{sum(v.status == 'reproduced' for v in reproductions)} of {len(reproductions)} reproduction claims "
+             f"reproduce** at the cpu tier across {len(sections)} papers; "
+             f"{sum(v.status == 'not_reproduced' for v in reproductions)} do not, "
+             f"{sum(v.status == 'not_run' for v in reproductions)} were not run. Protocol and sanity checks are "
+             "counted apart. The cpu tier is each paper's claim at a scale this machine runs (each paper's "
+             "README says what shrank).")
+    doc.table(pd.DataFrame(glance).fillna("—"))
+
     doc.heading(2, "Status matrix")
-    doc.para("One row per claim; columns are tiers. `—`: the claim has no check at that tier.")
+    doc.para("One row per claim; columns are tiers, each with the seeds that pass on their own. "
+             "`—`: the claim has no check at that tier.")
     doc.table(pd.DataFrame(matrix))
     if unreadable:
         doc.heading(2, "Unreadable results or expectations")
@@ -247,6 +335,20 @@ def build_report(out: Path | None = None) -> Path:
                  "today, so no claim is judged on them. Re-run the tier to replace them.")
         doc.table(pd.DataFrame([{"paper": p, "tier": t, "record": r.path.name, "seed": r.seed,
                                  "point": r.point or "—", "started": r.record["started_at"]} for p, t, r in stale]))
+    unfinished = _unfinished_runs()
+    doc.heading(2, "Runs that diverged or failed")
+    if unfinished.empty:
+        doc.para("None: every committed run finished.")
+    else:
+        doc.para("Every committed run that did not finish, judged or not: a divergence is a result. A judged "
+                 "seed that diverged makes its claims not reproduced.")
+        doc.table(unfinished)
+    pilots = _pilot_runs()
+    if not pilots.empty:
+        doc.heading(2, "Pilot runs")
+        doc.para("Runs that shaped a tier (a learning rate, a budget, a threshold), tagged `--pilot`: kept, "
+                 "never judged. Each paper's README says what they decided.")
+        doc.table(pilots)
 
     for paper, expected, per_tier in sections:
         doc.heading(2, paper.name, anchor=paper.name)

@@ -37,7 +37,7 @@ def implemented_names() -> list[str]:
 
 def write_record(results: Path, paper: str, tier: str, seed: int, metrics: dict, status: str = "ok",
                  overrides: dict | None = None, started_at: str = "2026-01-01T00:00:00+00:00",
-                 reason: str | None = None, config: dict | None = None, point=None) -> Path:
+                 reason: str | None = None, config: dict | None = None, point=None, tags=()) -> Path:
     """A syntactically complete run record, for tests of the checker and the report. Its config is by
     default the toy runner's at `tier` (and `point`, an experiments.Point), so it is judged as current."""
     from common.config import config_hash, resolve
@@ -48,7 +48,8 @@ def write_record(results: Path, paper: str, tier: str, seed: int, metrics: dict,
     record = {"run_id": f"t-s{seed}-{started_at[:19]}{'-' + point.name if point else ''}", "paper": paper,
               "tier": tier, "seed": seed, "point": point.name if point else None,
               "labels": dict(point.labels) if point else {},
-              "config": config, "overrides": overrides or {}, "config_hash": config_hash(config), "metrics": metrics,
+              "config": config, "overrides": overrides or {}, "config_hash": config_hash(config), "tags": list(tags),
+              "metrics": metrics,
               "status": status, "reason": reason, "git": {"commit": "0" * 40, "dirty": False},
               "started_at": started_at, "wall_time_s": 1.0, "hardware": {"device": "cpu", "cpu": "test"},
               "versions": {"python": "3"}, "throughput": {}}

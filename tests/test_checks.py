@@ -181,3 +181,12 @@ def test_judged_runs_take_the_latest_preset_run_per_seed(results_dir):
                  overrides={"lr": 0.1})
     runs = _runs(results_dir)
     assert [r.record["metrics"]["a"] for r in runs] == [2.0]
+
+
+def test_a_pilot_run_is_never_judged(tmp_path, results_dir):
+    for seed in range(3):
+        write_record(results_dir, "toy", "cpu", seed, {"a": 40.0, "b": 20.0})
+    write_record(results_dir, "toy", "cpu", 0, {"a": 0.0, "b": 20.0}, started_at="2026-02-01T00:00:00+00:00",
+                 tags=["pilot"])  # later than seed 0's record, and failing: still not the judged one
+    verdict = judge(_claim(tmp_path), "cpu", _runs(results_dir), "toy")
+    assert verdict.status == "reproduced" and verdict.seed_values[0] == 20.0

@@ -31,11 +31,17 @@ def test_report_builds_from_committed_results_and_shows_every_paper(committed_re
     for name, paper in PAPERS.items():
         assert f"| {name}" in text and name in html
         if not paper.implemented:
-            assert re.search(rf"\| {name} +\| — +\| ⏳ not implemented yet", text)
+            assert re.search(rf"\| {name} +\| — +\| — +\| — +\| ⏳ not implemented yet", text)
         elif (ROOT / "results" / name / "cpu").exists():
             assert f"## {name}" in text and f"figures/{name}/" in text  # its section and its pictures
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (out / image).exists()
+    # the first screen: one row per paper, reproductions counted apart from protocol and sanity checks
+    first_screen = text[:text.index("## Status matrix")]
+    assert re.search(r"\*\*\d+ of \d+ reproduction claims reproduce\*\*", first_screen)
+    for name, paper in PAPERS.items():
+        assert (f"[{name}](#{name})" if paper.implemented else f"| {name} ") in first_screen
+    assert "t-interval" in text and "seeds)" in text  # intervals name their method; statuses their seeds
 
 
 def test_a_malformed_record_is_named_by_check_and_survived_by_report(tmp_path, results_dir, capsys):
@@ -65,3 +71,16 @@ def test_rebuilding_from_the_same_results_gives_the_same_files(committed_report,
     new results leaves no diff to commit."""
     monkeypatch.delenv("REPRO_RESULTS_DIR", raising=False)
     assert _contents(build_report(tmp_path / "again")) == _contents(committed_report)
+
+
+def test_diverged_failed_and_pilot_runs_are_listed(tmp_path, results_dir):
+    from tests.conftest import write_record
+    name = next(p.name for p in PAPERS.values() if p.implemented)
+    write_record(results_dir, name, "cpu", 0, {}, status="diverged", reason="loss = nan at step 7")
+    write_record(results_dir, name, "cpu", 1, {}, status="failed", reason="RuntimeError: boom")
+    write_record(results_dir, name, "cpu", 2, {"x": 1.0}, overrides={"lr": 0.1}, tags=["pilot"])
+    text = (build_report(tmp_path / "report") / "REPORT.md").read_text()
+    unfinished = text[text.index("## Runs that diverged or failed"):text.index("## Pilot runs")]
+    assert "loss = nan at step 7" in unfinished and "RuntimeError: boom" in unfinished
+    pilots = text[text.index("## Pilot runs"):]
+    assert re.search(rf"\| {name} +\| cpu +\| — +\| +2 \| lr=0.1", pilots)
