@@ -260,7 +260,8 @@ def load_expected(path: Path) -> Expected:
         result.claims.append(Claim(
             id=cid, description=raw["description"], metrics=metrics, checks=checks,
             expected={t: expected.get(t, "reproduced") for t in checks}, stat=stat, kind=kind, rule=rule,
-            registered=registered, registered_why=raw.get("registered_why"), paper_value=raw.get("paper_value"), source=raw.get("source"),
+            registered=registered, registered_why=raw.get("registered_why"), paper_value=raw.get("paper_value"),
+            source=raw.get("source"),
             confidence=None if confidence is None else str(confidence), reason=raw.get("reason")))
     return result
 

@@ -224,7 +224,7 @@ def _glance_row(paper: Paper, expected, verdicts: list[Verdict]) -> dict:
     post_hoc = sum(c.registered == "after_results" for c in expected.claims)
     row["registered after results"] = str(post_hoc)
     runner = paper.runner()
-    runs = [r for r in judged_runs(scan(paper.name, "cpu")[0], runner, "cpu")[0]]
+    runs = judged_runs(scan(paper.name, "cpu")[0], runner, "cpu")[0]
     row["seeds (cpu)"] = f"{len({r.seed for r in runs})} of {required_seeds(runner, 'cpu')}"
     if runs:
         row["cpu time per seed"] = f"{summarize([r.record['wall_time_s'] for r in runs]).value / 60:.0f} min"
@@ -238,21 +238,22 @@ def _every_run() -> list:
             for tier in TIER_NAMES if tier != "smoke" for run in scan(paper.name, tier)[0]]
 
 
-def _unfinished_runs() -> pd.DataFrame:
-    rows = [{"paper": r.record["paper"], "tier": r.record["tier"], "point": r.point or "—", "seed": r.seed,
-             "status": r.record["status"], "why": r.record["reason"] or "—",
-             "overrides": ", ".join(f"{k}={v}" for k, v in r.record["overrides"].items()) or "—",
-             "pilot": "yes" if r.pilot else "no", "record": r.path.name}
-            for r in _every_run() if r.record["status"] != "ok"]
-    return pd.DataFrame(rows)
+def _run_row(run) -> dict:
+    """Where a listed run stands: paper, tier, point, seed and the --set values it ran with."""
+    return {"paper": run.record["paper"], "tier": run.record["tier"], "point": run.point or "—", "seed": run.seed,
+            "overrides": ", ".join(f"{k}={v}" for k, v in run.record["overrides"].items()) or "—"}
 
 
-def _pilot_runs() -> pd.DataFrame:
-    rows = [{"paper": r.record["paper"], "tier": r.record["tier"], "point": r.point or "—", "seed": r.seed,
-             "overrides": ", ".join(f"{k}={v}" for k, v in r.record["overrides"].items()) or "—",
-             "status": r.record["status"], "wall time (s)": f"{r.record['wall_time_s']:.0f}", "record": r.path.name}
-            for r in _every_run() if r.pilot]
-    return pd.DataFrame(rows)
+def _unfinished_runs(runs: list) -> pd.DataFrame:
+    return pd.DataFrame([{**_run_row(r), "status": r.record["status"], "why": r.record["reason"] or "—",
+                          "pilot": "yes" if r.pilot else "no", "record": r.path.name}
+                         for r in runs if r.record["status"] != "ok"])
+
+
+def _pilot_runs(runs: list) -> pd.DataFrame:
+    return pd.DataFrame([{**_run_row(r), "status": r.record["status"],
+                          "wall time (s)": f"{r.record['wall_time_s']:.0f}", "record": r.path.name}
+                         for r in runs if r.pilot])
 
 
 # -- the whole report --------------------------------------------------------------------------
@@ -335,7 +336,8 @@ def build_report(out: Path | None = None) -> Path:
                  "today, so no claim is judged on them. Re-run the tier to replace them.")
         doc.table(pd.DataFrame([{"paper": p, "tier": t, "record": r.path.name, "seed": r.seed,
                                  "point": r.point or "—", "started": r.record["started_at"]} for p, t, r in stale]))
-    unfinished = _unfinished_runs()
+    every_run = _every_run()
+    unfinished = _unfinished_runs(every_run)
     doc.heading(2, "Runs that diverged or failed")
     if unfinished.empty:
         doc.para("None: every committed run finished.")
@@ -343,7 +345,7 @@ def build_report(out: Path | None = None) -> Path:
         doc.para("Every committed run that did not finish, judged or not: a divergence is a result. A judged "
                  "seed that diverged makes its claims not reproduced.")
         doc.table(unfinished)
-    pilots = _pilot_runs()
+    pilots = _pilot_runs(every_run)
     if not pilots.empty:
         doc.heading(2, "Pilot runs")
         doc.para("Runs that shaped a tier (a learning rate, a budget, a threshold), tagged `--pilot`: kept, "
