@@ -169,8 +169,8 @@ class Claim:
     expected: dict[str, str]
     stat: str = "mean"
     kind: str = "reproduction"
-    rule: str = "mean"
-    registered: str | None = None
+    rule: str = "all_seeds"
+    registered: str = "before_results"
     registered_why: str | None = None
     paper_value: object = None
     source: str | None = None
@@ -219,15 +219,14 @@ def load_expected(path: Path) -> Expected:
         stat = raw.get("stat", "mean")
         if stat not in AGGREGATES:
             fail(where, f"field stat: {stat!r} is not one of {', '.join(AGGREGATES)}")
-        kind, rule, registered = raw.get("kind", "reproduction"), raw.get("rule", "mean"), raw.get("registered")
-        if kind not in KINDS:
-            fail(where, f"field kind: {kind!r} is not one of {', '.join(KINDS)}")
-        if rule not in RULES:
-            fail(where, f"field rule: {rule!r} is not one of {', '.join(RULES)}")
+        for key, valid in (("kind", KINDS), ("rule", RULES), ("registered", REGISTERED)):
+            if key not in raw:
+                fail(where, f"field {key}: missing; one of {', '.join(valid)}")
+            if raw[key] not in valid:
+                fail(where, f"field {key}: {raw[key]!r} is not one of {', '.join(valid)}")
+        kind, rule, registered = raw["kind"], raw["rule"], raw["registered"]
         if rule == "interval" and stat != "mean":
             fail(where, f"field rule: interval judges the mean's interval; stat is {stat!r}")
-        if registered is not None and registered not in REGISTERED:
-            fail(where, f"field registered: {registered!r} is not one of {', '.join(REGISTERED)}")
         if registered == "after_results" and not raw.get("registered_why"):
             fail(where, "field registered_why: required when a claim was registered after its results")
         confidence = raw.get("confidence")

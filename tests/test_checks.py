@@ -44,6 +44,9 @@ claims:
     paper_value: 12.0
     source: "Table 1"
     confidence: C
+    kind: reproduction
+    rule: mean
+    registered: before_results
     metrics: [a, b]
     checks:
       cpu: "a - b >= 10"
@@ -74,11 +77,14 @@ def test_a_valid_file_loads_with_default_expectations(tmp_path):
     ("cpu: \"a - b >= 10\"", "cpu: \"open('x') >= 10\"", "claim 'gap': field checks.cpu"),
     ("    source: \"Table 1\"", "    sauce: \"Table 1\"", "claim 'gap': unknown field(s) sauce"),
     ("  - id: gap", "  - id: [gap]", "claim #1: field id"),
-    ("    confidence: C", "    confidence: C\n    kind: theorem", "claim 'gap': field kind"),
-    ("    confidence: C", "    confidence: C\n    rule: best_seed", "claim 'gap': field rule"),
-    ("    confidence: C", "    confidence: C\n    rule: interval\n    stat: max", "claim 'gap': field rule: interval"),
-    ("    confidence: C", "    confidence: C\n    registered: later", "claim 'gap': field registered"),
-    ("    confidence: C", "    confidence: C\n    registered: after_results", "claim 'gap': field registered_why"),
+    ("    kind: reproduction", "    kind: theorem", "claim 'gap': field kind: 'theorem' is not one of"),
+    ("    kind: reproduction\n", "", "claim 'gap': field kind: missing; one of reproduction"),
+    ("    rule: mean", "    rule: best_seed", "claim 'gap': field rule: 'best_seed' is not one of"),
+    ("    rule: mean\n", "", "claim 'gap': field rule: missing; one of all_seeds"),
+    ("    rule: mean", "    rule: interval\n    stat: max", "claim 'gap': field rule: interval"),
+    ("    registered: before_results", "    registered: later", "claim 'gap': field registered: 'later'"),
+    ("    registered: before_results\n", "", "claim 'gap': field registered: missing; one of before_results"),
+    ("    registered: before_results", "    registered: after_results", "claim 'gap': field registered_why"),
 ])
 def test_malformed_files_name_the_file_claim_and_field(tmp_path, old, new, message):
     assert old in GOOD
@@ -105,7 +111,7 @@ def _runs(results_dir, paper="toy", tier="cpu"):
 
 
 def _with_rule(rule: str) -> str:
-    return GOOD.replace("    confidence: C", f"    confidence: C\n    rule: {rule}")
+    return GOOD.replace("    rule: mean", f"    rule: {rule}")
 
 
 @pytest.mark.parametrize("rule, status", [

@@ -104,11 +104,17 @@ citation: "Toy"
 claims:
   - id: more_labels_help
     description: "40 labels beat 10"
+    kind: reproduction
+    rule: all_seeds
+    registered: before_results
     metrics: [acc]
     checks:
       smoke: "acc@labels=40 - acc@labels=10 > 0"
   - id: ambiguous
     description: "a bare metric in a tier with points"
+    kind: sanity
+    rule: all_seeds
+    registered: before_results
     metrics: [acc]
     checks:
       smoke: "acc > 0"
