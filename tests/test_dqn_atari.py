@@ -133,6 +133,18 @@ def test_learning_waits_for_learning_starts_in_both_arms():
         assert 60 <= trainer.frames <= 60 + 2 * 8
 
 
+def test_the_no_replay_arm_learns_from_its_32_newest_transitions_each_update():
+    trainer = runner.Trainer(_cfg(learning_starts=60), "breakout", "noreplay", seed=0, device=CPU)
+    seen = []
+    update = trainer.agent.update
+    trainer.agent.update = lambda batch: seen.append(batch) or update(batch)
+    while len(seen) < 3:
+        trainer.step()
+    assert all(len(batch[2]) == runner.CONFIG["no_replay_memory"] == 32 for batch in seen)  # a full minibatch
+    lo, hi = trainer.replay._candidates()
+    assert hi - lo == 32 // trainer.cfg["num_envs"]  # each environment's newest 16 transitions, no older ones
+
+
 def test_a_killed_run_resumes_without_counting_frames_twice(tmp_path):
     cfg = _cfg()
     # smoke logs at frames 0, 200 and 400 per arm and checkpoints after the 200 one: die at the 400 one

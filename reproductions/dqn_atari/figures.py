@@ -13,7 +13,7 @@ from common.records import all_curves
 from common.stats import iqm, stratified_bootstrap_ci
 from reproductions.dqn_atari.runner import ARMS, TABLE1, human_normalized
 
-ARM_LABELS = {"dqn": "DQN (replay)", "noreplay": "no replay (memory of 1)"}
+ARM_LABELS = {"dqn": "DQN (replay)", "noreplay": "no replay (32 newest transitions)"}
 TITLES = {"beam_rider": "B.Rider", "breakout": "Breakout", "enduro": "Enduro", "pong": "Pong", "qbert": "Q*bert",
           "seaquest": "Seaquest", "space_invaders": "S.Invaders"}
 

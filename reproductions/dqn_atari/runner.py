@@ -5,7 +5,10 @@ environments, every transition into a frame-once replay memory, one RMSProp mini
 `update_every` agent steps. Along the way it traces Figure 2 (the average return under ε = 0.05 and
 the average max-Q over a fixed set of held-out states) and ends with Table 1's number, the average
 total reward per episode under ε = 0.05. With `ablation_no_replay` it trains a second agent on the
-same frame budget whose memory is the newest transition of each environment.
+same frame budget whose memory holds only its `no_replay_memory` newest transitions (one minibatch,
+32): every update learns from the newest 32 transitions, as many samples per update as with replay,
+and each transition is used about as often, but nothing older is replayed and consecutive
+minibatches overlap, so the samples stay correlated (§4's argument for replay).
 
 "Frames" are the agent's frames, one per action (DeepMind's usage: 10M frames = 10M actions,
 40M emulator frames at frame skip 4).
@@ -54,7 +57,8 @@ CONFIG = {
     "final_eval_episodes": 30,      # Table 1's number: episodes ...
     "final_eval_steps": 135_000,    # ... within at most this many agent steps
     "heldout_states": 1000,         # Fig. 2: states collected by a random policy before training
-    "ablation_no_replay": False,    # also train with a memory of one transition per environment
+    "ablation_no_replay": False,    # also train an agent without replay: ...
+    "no_replay_memory": 32,         # ... that learns from its 32 newest transitions (one minibatch)
     "bf16": True,                   # bfloat16 autocast for the network (README, Speed)
     "compile": False,               # torch.compile the loss and the RMSProp step
     "checkpoint_every": 250_000,    # agent frames between resume checkpoints
@@ -112,7 +116,7 @@ def validate(cfg: dict) -> None:
         raise UsageError(f"variant: unknown variant {cfg['variant']!r}; valid variants: {', '.join(VARIANTS)}")
     for key in ("frames", "num_envs", "replay_size", "batch_size", "update_every", "eps_frames", "target_update",
                 "eval_every", "eval_steps", "eval_episodes", "final_eval_episodes", "final_eval_steps",
-                "heldout_states", "checkpoint_every", "frame_skip", "frame_skip_space_invaders"):
+                "heldout_states", "checkpoint_every", "frame_skip", "frame_skip_space_invaders", "no_replay_memory"):
         check_range(key, cfg[key], 1)
     check_range("learning_starts", cfg["learning_starts"], 0)
     for key in ("eps_start", "eps_end", "eval_epsilon", "gamma"):
@@ -157,7 +161,7 @@ class Trainer:
         torch.manual_seed(seed)  # both arms of the ablation start from the same network
         self.agent = Agent(self.num_actions, cfg, device)
         # the replay memory stays in host memory as uint8 (7 GB at 1M frames); its minibatches go to the device
-        capacity = cfg["replay_size"] if arm == "dqn" else 1
+        capacity = cfg["replay_size"] if arm == "dqn" else cfg["no_replay_memory"]
         self.replay = FrameReplay(capacity, cfg["num_envs"], seed=seed)
         self.ready_at = min(cfg["learning_starts"], self.replay.per_env * cfg["num_envs"])
         self.rng = np.random.default_rng(seed)  # exploration
