@@ -14,10 +14,11 @@ from common.data import DatasetMissing, available
 from common.papers import UsageError
 from common.runs import run_one
 from reproductions.binaryconnect import runner
+from reproductions.binaryconnect import binaryconnect
 from reproductions.binaryconnect.binaryconnect import (QuantizedBackpropConv2d, QuantizedBackpropLinear,
-                                                       QuantizedConv2d, QuantizedLinear, count_multiplications,
-                                                       exponent_range, hard_sigmoid, mlp, quantize_weights,
-                                                       round_to_power_of_two, squared_hinge_loss)
+                                                       QuantizedConv2d, QuantizedLinear, backward_multipliers,
+                                                       count_multiplications, exponent_range, hard_sigmoid, mlp,
+                                                       quantize_weights, round_to_power_of_two, squared_hinge_loss)
 from tests.conftest import assert_usage_error, require_datasets
 from tests.resume import kill_then_resume, smoke_context
 
@@ -134,6 +135,31 @@ def test_quantized_conv_weight_gradient_is_the_correlation_with_the_rounded_inpu
     x_ref = x.detach().clone().requires_grad_(True)
     torch.nn.functional.conv2d(x_ref, w.detach()).backward(delta)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_the_logged_multipliers_are_the_ones_the_weight_gradient_used():
+    x = torch.randn(6, 5)
+    w = torch.sign(torch.randn(3, 5)).requires_grad_(True)
+    delta = torch.randn(6, 3)
+    with backward_multipliers() as used:
+        QuantizedBackpropLinear.apply(x, w, *EXPONENTS).backward(delta)
+    QuantizedBackpropLinear.apply(x, w.detach().requires_grad_(True), *EXPONENTS).backward(delta)  # closed: not logged
+    (q, exponents), = used
+    assert exponents == EXPONENTS
+    torch.testing.assert_close(w.grad, delta.t() @ q, rtol=0, atol=0)
+
+
+def _qb_mlp():
+    return mlp(n_in=12, hidden=8, layers=2, n_out=3, mode="ternary", quantized_backprop=True,
+               exponents=EXPONENTS, bn_epsilon=1e-4)
+
+
+def test_the_run_metric_passes_on_the_real_backward_and_fails_when_it_skips_the_rounding(monkeypatch):
+    model, x = _qb_mlp(), torch.randn(16, 12)
+    assert runner.backward_multipliers_are_powers_of_two(model, x) == 1.0
+    assert all(p.grad is None for p in model.parameters())  # the check leaves no gradients behind
+    monkeypatch.setattr(binaryconnect, "round_to_power_of_two", lambda x, lo, hi: x)  # a backward without QB
+    assert runner.backward_multipliers_are_powers_of_two(model, x) == 0.0
 
 
 def test_without_qb_the_real_weights_get_the_gradient_of_the_binary_ones():

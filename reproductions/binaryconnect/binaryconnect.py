@@ -16,10 +16,13 @@ the same trajectory in w = W / W0 units takes a learning rate scaled by 1 / W0²
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common.context import fork_rng
 
 MODES = ("full", "binary_det", "binary_stoch", "ternary")
 
@@ -74,6 +77,30 @@ def round_to_power_of_two(x: torch.Tensor, min_exponent: int, max_exponent: int)
     return powers.masked_fill_(x == 0, 0.0)
 
 
+_multiplier_logs: list[list] = []  # open `backward_multipliers()` blocks
+
+
+@contextmanager
+def backward_multipliers():
+    """While open, every quantized backward appends (the multipliers it used for dC/dW, the exponent range):
+    the very tensor the weight gradient is computed from, so a check can inspect what the backward pass
+    used rather than call the rounding itself."""
+    log: list = []
+    _multiplier_logs.append(log)
+    try:
+        yield log
+    finally:
+        _multiplier_logs.remove(log)
+
+
+def _quantized_layer_input(x: torch.Tensor, exponents: tuple[int, int]) -> torch.Tensor:
+    """Q(x) for a weight gradient, handed to any open `backward_multipliers()` block."""
+    q = round_to_power_of_two(x, *exponents)
+    for log in _multiplier_logs:
+        log.append((q, exponents))
+    return q
+
+
 class QuantizedBackpropLinear(torch.autograd.Function):
     """y = x·Wᵀ. Backward: dC/dx = δ·W (exact; with W in {-1, 0, 1} only sign changes), and
     dC/dW = δᵀ·Q(x) with Q(x) the layer inputs rounded to powers of two."""
@@ -88,7 +115,7 @@ class QuantizedBackpropLinear(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, w = ctx.saved_tensors
         grad_x = grad_out @ w if ctx.needs_input_grad[0] else None
-        grad_w = grad_out.t() @ round_to_power_of_two(x, *ctx.exponents)
+        grad_w = grad_out.t() @ _quantized_layer_input(x, ctx.exponents)
         return grad_x, grad_w, None, None
 
 
@@ -105,7 +132,7 @@ class QuantizedBackpropConv2d(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, w = ctx.saved_tensors
         grad_x = torch.nn.grad.conv2d_input(x.shape, w, grad_out) if ctx.needs_input_grad[0] else None
-        grad_w = torch.nn.grad.conv2d_weight(round_to_power_of_two(x, *ctx.exponents), w.shape, grad_out)
+        grad_w = torch.nn.grad.conv2d_weight(_quantized_layer_input(x, ctx.exponents), w.shape, grad_out)
         return grad_x, grad_w, None, None
 
 
@@ -202,14 +229,6 @@ def cnn(channels: list[int], fc: int, n_out: int, mode: str, quantized_backprop:
                QuantizedLinear(fc, n_out, mode, quantized_backprop, exponents),
                nn.BatchNorm1d(n_out, eps=bn_epsilon, momentum=None)]
     return nn.Sequential(*blocks)
-
-
-def fork_rng(device: torch.device):
-    """`torch.random.fork_rng` for the CPU stream and, when `device` is an accelerator, its stream too: the
-    draws made inside leave both where they were."""
-    if device.type == "cpu":
-        return torch.random.fork_rng(devices=[])
-    return torch.random.fork_rng(devices=[device], device_type=device.type)
 
 
 def squared_hinge_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from common.config import check_names, check_range
-from common.context import RunContext
+from common.context import RunContext, fork_rng
 from common.papers import UsageError
 from common.preprocessing import global_contrast_normalize, zca_apply, zca_fit
-from reproductions.binaryconnect.binaryconnect import (CNN_KERNELS, MODES, QuantizedLayer, cnn,
-                                                       count_multiplications, exponent_range, fork_rng, mlp,
-                                                       round_to_power_of_two, squared_hinge_loss)
+from reproductions.binaryconnect.binaryconnect import (CNN_KERNELS, MODES, QuantizedLayer, backward_multipliers,
+                                                       cnn, count_multiplications, exponent_range, mlp,
+                                                       squared_hinge_loss)
 
 # The paper tier: hantek/BinaryConnect's mnist.py, cifar10.py and svhn.py. Only these keys are --set-able.
 CONFIG = {
@@ -276,23 +276,20 @@ def forward_weights_in_set(model: nn.Module) -> float:
     return float(ok)
 
 
-@torch.no_grad()
 def backward_multipliers_are_powers_of_two(model: nn.Module, x: torch.Tensor) -> float:
-    """1.0 if, on the batch x, every layer input quantized for the weight gradient is 0 or ±2^k with k
-    an integer in the exponent range, else 0.0."""
-    inputs: list[tuple[torch.Tensor, tuple[int, int]]] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: inputs.append((i[0], m.exponents)))
-             for m in model.modules() if isinstance(m, QuantizedLayer) and m.quantized_backprop]
+    """1.0 if, in one training-mode backward pass on the batch x, every QB layer computed its weight
+    gradient and every multiplier it used (the quantized layer inputs, as handed to the product) is 0 or
+    ±2^k with k an integer in the layer's exponent range; else 0.0. The parameters' gradients are cleared
+    afterwards."""
+    qb_layers = sum(isinstance(m, QuantizedLayer) and m.quantized_backprop for m in model.modules())
     model.train()
-    with fork_rng(x.device):
-        model(x)
-        ok = True
-        for layer_input, (lo, hi) in inputs:
-            q = round_to_power_of_two(layer_input, lo, hi)
-            k = torch.log2(q[q != 0].abs())
-            ok &= bool((k == k.round()).all() and (k >= lo).all() and (k <= hi).all())
-    for h in hooks:
-        h.remove()
+    with fork_rng(x.device), backward_multipliers() as used:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    ok = len(used) == qb_layers
+    for q, (lo, hi) in used:
+        k = torch.log2(q[q != 0].abs())
+        ok &= bool((k == k.round()).all() and (k >= lo).all() and (k <= hi).all())
     return float(ok)
 
 
@@ -357,7 +354,7 @@ def _train(key: str, name: str, variant: str, data: dict, cfg: dict, ctx: RunCon
     if mode != "full":
         metrics[f"{key}_forward_weights_in_set"] = forward_weights_in_set(model)
     if qb:
-        metrics[f"{key}_backward_powers_of_two"] = backward_multipliers_are_powers_of_two(model, batch_x)
+        metrics[f"{key}_backward_used_powers_of_two"] = backward_multipliers_are_powers_of_two(model, batch_x)
     return metrics
 
 
