@@ -27,6 +27,7 @@ statistic is paired.
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import re
 from dataclasses import dataclass, field
@@ -48,7 +49,12 @@ MIN_SEEDS = {"smoke": 1, "cpu": 3, "paper": 1}
 _COMPARE = {ast.GtE: (">=", operator.ge), ast.LtE: ("<=", operator.le),
             ast.Gt: (">", operator.gt), ast.Lt: ("<", operator.lt)}
 _OPERATORS = dict(_COMPARE.values())
-_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+def _divide(a: float, b: float) -> float:
+    """a / b, NaN for a division by zero (the seed's value is then undefined, never a pass)."""
+    return a / b if b != 0 else math.nan
+
+
+_ARITH = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: _divide}
 
 
 class ExpectedError(ValueError):
@@ -156,7 +162,10 @@ def parse_check(spec) -> Check:
     op = _COMPARE[type(tree.ops[0])][0]
     if _names(right):  # a relation between metrics: judge (left - right) against 0
         return Check(spec, ast.BinOp(left, ast.Sub(), right), op, 0.0, refs=refs)
-    return Check(spec, left, op, _evaluate(right, {}), refs=refs)
+    threshold = _evaluate(right, {})
+    if not math.isfinite(threshold):
+        raise ValueError(f"{spec!r}: the bound {ast.unparse(right)} is not a finite number")
+    return Check(spec, left, op, threshold, refs=refs)
 
 
 # -- expected.yaml ------------------------------------------------------------------------------
@@ -342,6 +351,11 @@ def judge(claim: Claim, tier: str, runs: list[LoadedRun], paper: str, points: li
                 raise ExpectedError(f"{run.path}: lacks metric(s) {metric} that claim {claim.id!r} needs")
             env[ident] = run.record["metrics"][metric]
         values.append(_evaluate(check.lhs, env))
+    undefined = [seed for seed, value in zip(seeds, values) if not math.isfinite(value)]
+    if undefined:
+        return Verdict(paper, tier, claim, "not_reproduced",
+                       note=f"{check.quantity} is not a finite number on seed(s) {', '.join(map(str, undefined))} "
+                            "(a division by zero or a non-finite metric)")
     summary = summarize(values, claim.stat)
     passing = sum(check.passes(v) for v in values)
     status = "reproduced" if _rule_holds(claim.rule, check, summary, passing, len(values)) else "not_reproduced"

@@ -17,13 +17,26 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _counting(low: int):
+    """An argparse type: an integer >= `low`, else one line naming what is valid."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {low}")
+        return value
+    return parse
+
+
+SEED, POSITIVE = _counting(0), _counting(1)
+
+
 def _seeds(args, runner) -> list[int]:
     if args.seed is not None:
         return [args.seed]
-    count = args.seeds if args.seeds is not None else runner.SEEDS[args.tier]
-    if count < 1:
-        raise UsageError(f"--seeds {count}: must be at least 1")
-    return list(range(count))
+    return list(range(args.seeds if args.seeds is not None else runner.SEEDS[args.tier]))
 
 
 def cmd_list(args) -> int:
@@ -67,11 +80,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from common.checks import check_paper, mismatch
+    from common.checks import check_paper, expected_path, load_expected, mismatch
     from common.config import check_tier
     from common.papers import implemented_papers
     check_tier(args.tier)
     papers = [get_paper(n) for n in args.papers] if args.papers else implemented_papers()
+    for paper in papers:  # a malformed expected.yaml is bad input: one line, exit 2, before any judging
+        if paper.implemented:
+            load_expected(expected_path(paper))
     problems, notes = [], []
     rows = []
     for paper in papers:
@@ -114,8 +130,6 @@ def cmd_report(args) -> int:
 
 def cmd_sweep(args) -> int:
     from common.sweep import plan, run_sweep
-    if args.seeds is not None and args.seeds < 1:
-        raise UsageError(f"--seeds {args.seeds}: must be at least 1")
     seeds = [args.seed] if args.seed is not None else None if args.seeds is None else list(range(args.seeds))
     jobs = plan(args.papers, args.tier, seeds, args.set, args.grid, args.point, pilot=args.pilot)
     counts = run_sweep(jobs, workers=args.workers, launcher=args.launcher, device=args.device,
@@ -134,14 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("paper")
     run.add_argument("--tier", default="cpu", help=f"one of {', '.join(TIER_NAMES)} (default cpu)")
     seeds = run.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", type=int, help="run seeds 0..N-1 (default: the tier's seed count)")
-    seeds.add_argument("--seed", type=int, help="run this one seed")
+    seeds.add_argument("--seeds", type=POSITIVE, help="run seeds 0..N-1 (default: the tier's seed count)")
+    seeds.add_argument("--seed", type=SEED, help="run this one seed")
     run.add_argument("--point", help="one point of the tier's experiment (default: every point)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyper-parameter")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint of a killed run")
     run.add_argument("--wandb", action="store_true", help="also log to wandb (offline unless WANDB_MODE says otherwise)")
-    run.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    run.add_argument("--threads", type=POSITIVE, help="torch threads (default: torch's choice)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--pilot", action="store_true",
                      help="tag the record a pilot (a run that shaped the tier): kept and listed, never judged")
@@ -158,14 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("papers", nargs="+")
     sweep.add_argument("--tier", default="cpu")
     sweep_seeds = sweep.add_mutually_exclusive_group()
-    sweep_seeds.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the tier's seed count)")
-    sweep_seeds.add_argument("--seed", type=int)
+    sweep_seeds.add_argument("--seeds", type=POSITIVE, help="seeds 0..N-1 (default: the tier's seed count)")
+    sweep_seeds.add_argument("--seed", type=SEED, help="run this one seed")
     sweep.add_argument("--point", action="append", metavar="NAME", help="only these points (repeatable)")
     sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                        help="sweep a hyper-parameter over values")
-    sweep.add_argument("--workers", type=int, default=1)
-    sweep.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
+    sweep.add_argument("--workers", type=POSITIVE, default=1)
+    sweep.add_argument("--threads", type=POSITIVE, help="torch threads per run (default: cores / workers)")
     sweep.add_argument("--launcher", default="local", help="local (process pool) or slurm (submitit)")
     sweep.add_argument("--device", default="auto")
     sweep.add_argument("--pilot", action="store_true", help="tag every record a pilot: kept and listed, never judged")

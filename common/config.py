@@ -28,9 +28,12 @@ def _parse_scalar(key: str, text: str, like):
         if isinstance(like, int):
             return int(text)
         if isinstance(like, float):
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):  # no key takes NaN or infinity
+                raise ValueError(text)
+            return value
     except ValueError:
-        valid = "true or false" if isinstance(like, bool) else f"a {kind}"
+        valid = "true or false" if isinstance(like, bool) else "a finite float" if kind == "float" else f"a {kind}"
         raise UsageError(f"--set {key}={text}: {key} takes {valid}") from None
     return text
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,32 +184,41 @@ def _entry(name: str, filename: str) -> DataFile:
 
 
 def _download(entry: DataFile, target: Path) -> None:
+    """Fetch `entry` to a temporary name beside `target`, verify it, then move it into place: a failed
+    or corrupt download leaves nothing behind (not even a folder this call created)."""
+    created = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-", suffix=f"-{target.name}")  # same extension
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=30) as response:
             shutil.copyfileobj(response, out)
+        _check(entry, Path(tmp), shown_as=target)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if created and not any(target.parent.iterdir()):
+            target.parent.rmdir()
 
 
 _verified: set[Path] = set()
 
 
-def verify(entry: DataFile, path: Path) -> None:
-    """Raise DatasetError unless `path` has the registered checksum (decoded SHA-256, or MD5)."""
-    if path in _verified:
-        return
+def _check(entry: DataFile, path: Path, shown_as: Path) -> None:
     try:
         kind, actual = entry.digest(path)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DatasetError(f"dataset file {path} is corrupt or truncated ({err}); replace it") from None
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise DatasetError(f"dataset file {shown_as} is corrupt or truncated ({err}); replace it") from None
     if actual != entry.expected:
-        raise DatasetError(f"dataset file {path} fails its checksum: {kind} {actual[:16]}..., "
+        raise DatasetError(f"dataset file {shown_as} fails its checksum: {kind} {actual[:16]}..., "
                            f"expected {entry.expected[:16]}... (corrupt or truncated?); replace it")
-    _verified.add(path)
+
+
+def verify(entry: DataFile, path: Path) -> None:
+    """Raise DatasetError unless `path` has the registered checksum (decoded SHA-256, or MD5)."""
+    if path not in _verified:
+        _check(entry, path, shown_as=path)
+        _verified.add(path)
 
 
 def dataset_file(name: str, filename: str, download: bool = True) -> Path:
@@ -226,7 +236,7 @@ def dataset_file(name: str, filename: str, download: bool = True) -> Path:
         except OSError:
             pass
         else:
-            verify(entry, target)
+            _verified.add(target)
             return target
     places = " or ".join(str(d / name) for d in search_dirs())
     source = f" (source: {entry.url})" if entry.url else ""

@@ -9,6 +9,7 @@ reader never sees a half-written run and two concurrent runs never share a name.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -134,10 +135,20 @@ def load_run(path: Path) -> LoadedRun:
         raise MalformedRecord(f"{path}: missing fields {', '.join(missing)}")
     if record["status"] not in STATUSES:
         raise MalformedRecord(f"{path}: status {record['status']!r} is not one of {', '.join(STATUSES)}")
-    if not isinstance(record["metrics"], dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in record["metrics"].values()):
-        raise MalformedRecord(f"{path}: metrics must map names to numbers")
+    for key, kinds, what in _FIELD_TYPES:
+        value = record[key]
+        if not isinstance(value, kinds) or isinstance(value, bool) or (key == "seed" and value < 0):
+            raise MalformedRecord(f"{path}: field {key} must be {what}, got {value!r}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in record["metrics"].values()):
+        raise MalformedRecord(f"{path}: metrics must map names to finite numbers")
     return LoadedRun(path, record)
+
+
+_FIELD_TYPES = (("seed", int, "an integer >= 0"), ("paper", str, "a string"), ("tier", str, "a string"),
+                ("run_id", str, "a string"), ("started_at", str, "an ISO time string"),
+                ("wall_time_s", (int, float), "a number"), ("config", dict, "an object"),
+                ("overrides", dict, "an object"), ("metrics", dict, "an object"), ("git", dict, "an object"))
 
 
 def scan(paper: str, tier: str) -> tuple[list[LoadedRun], list[str]]:

@@ -6,9 +6,12 @@ expected.yaml and README; every number comes from a run record.
 """
 from __future__ import annotations
 
+import ctypes
 import html
+import os
 import re
 import shutil
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,11 +261,25 @@ def _pilot_runs(runs: list) -> pd.DataFrame:
 
 # -- the whole report --------------------------------------------------------------------------
 def build_report(out: Path | None = None) -> Path:
+    """Write the report to `out` (default report/) from results/ alone; the files that could not be
+    read are named in it and on stderr. A failed build leaves the previous report and no staging folder."""
     out = out or ROOT / "report"
     staging = out.with_name(out.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    try:
+        unreadable = _write_report(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _swap_into_place(staging, out)
+    for problem in unreadable:
+        print(f"repro: warning: left out of the report: {problem}", file=sys.stderr)
+    return out
 
+
+def _write_report(staging: Path) -> list[str]:
+    """REPORT.md, index.html and the figures into `staging`; returns the files that could not be read."""
     doc = Doc()
     state = git_state()
     doc.heading(1, "Reproduction report")
@@ -383,6 +400,32 @@ def build_report(out: Path | None = None) -> Path:
 
     (staging / "REPORT.md").write_text(doc.markdown())
     (staging / "index.html").write_text(doc.html("Reproduction report"))
-    shutil.rmtree(out, ignore_errors=True)
+    return unreadable
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Make `staging` the report at `out` so that a reader always sees a whole report: one atomic
+    exchange of the two folders where the OS has it (Linux renameat2), else two renames, and a
+    crash between them leaves the old report at `<out>.old`, which the next build puts back."""
+    old = out.with_name(out.name + ".old")
+    if old.exists() and not out.exists():
+        old.rename(out)
+    if out.exists() and _exchange(staging, out):
+        shutil.rmtree(staging)
+        return
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
     staging.rename(out)
-    return out
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where that is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0

@@ -165,6 +165,20 @@ def test_a_diverged_seed_makes_the_claim_not_reproduced(tmp_path, results_dir):
     assert verdict.status == "not_reproduced" and "seed 2 diverged: loss = nan at step 7" in verdict.note
 
 
+def test_a_division_by_a_zero_metric_is_an_undefined_seed_never_a_pass(tmp_path, results_dir):
+    text = GOOD.replace('cpu: "a - b >= 10"', 'cpu: "a / b >= 1"')
+    for seed, b in enumerate([1.0, 0.0, 2.0]):
+        write_record(results_dir, "toy", "cpu", seed, {"a": 5.0, "b": b})
+    verdict = judge(_claim(tmp_path, text), "cpu", _runs(results_dir), "toy")
+    assert verdict.status == "not_reproduced" and "a / b is not a finite number on seed(s) 1" in verdict.note
+
+
+def test_a_bound_that_is_not_a_finite_number_is_rejected(tmp_path):
+    path = _write(tmp_path, GOOD.replace('cpu: "a - b >= 10"', 'cpu: "a >= 1 / 0"'))
+    with pytest.raises(ExpectedError, match="field checks.cpu: .* is not a finite number"):
+        load_expected(path)
+
+
 def test_a_missing_metric_is_an_error(tmp_path, results_dir):
     for seed in range(3):
         write_record(results_dir, "toy", "cpu", seed, {"a": 40.0})

@@ -1,10 +1,13 @@
 import gzip
 import hashlib
+import io
 
 import pytest
 
 from common import data
 from common.data import DataFile, DatasetError, DatasetMissing, dataset_file
+
+_real_download = data._download
 
 CONTENT = b"IDX-like payload " * 1000
 
@@ -66,6 +69,39 @@ def test_a_truncated_gzip_is_reported_as_corrupt(registry):
     with pytest.raises(DatasetError, match="corrupt or truncated") as err:
         dataset_file("toyset", "images.gz")
     assert str(path) in str(err.value)
+
+
+def test_a_flipped_byte_inside_the_compressed_stream_is_reported_as_corrupt(registry):
+    packed = bytearray(gzip.compress(CONTENT))
+    packed[len(packed) // 2] ^= 0xFF  # breaks the deflate stream (zlib.error), not the gzip header
+    path = _put(registry, "shared", "images.gz", bytes(packed))
+    with pytest.raises(DatasetError, match="corrupt or truncated") as err:
+        dataset_file("toyset", "images.gz")
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("payload, error", [(b"not what was registered", "fails its checksum"),
+                                            (None, "dataset 'toyset' is missing images.gz")])
+def test_a_bad_or_failed_download_leaves_nothing_behind(registry, monkeypatch, payload, error):
+    """Downloaded to a temporary name and verified before it is moved into place: a download that
+    fails its checksum, or never arrives, leaves neither a file nor an empty dataset folder."""
+    def urlopen(url, timeout):
+        if payload is None:
+            raise OSError("no network")
+        return io.BytesIO(gzip.compress(payload))
+    monkeypatch.setattr(data, "_download", _real_download)
+    monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
+    with pytest.raises(DatasetError, match=error):
+        dataset_file("toyset", "images.gz")
+    assert not (registry / "project" / "data" / "toyset").exists()
+
+
+def test_a_good_download_is_verified_and_moved_into_place(registry, monkeypatch):
+    monkeypatch.setattr(data, "_download", _real_download)
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(gzip.compress(CONTENT)))
+    path = dataset_file("toyset", "images.gz")
+    assert path == registry / "project" / "data" / "toyset" / "images.gz"
+    assert [p.name for p in path.parent.iterdir()] == ["images.gz"]
 
 
 def test_missing_offline_names_the_file_source_and_places(registry):

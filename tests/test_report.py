@@ -1,3 +1,4 @@
+import json
 import os
 import re
 
@@ -6,6 +7,7 @@ import pytest
 from common.cli import main
 from common.papers import PAPERS, ROOT
 from common.report import build_report
+from tests.conftest import write_record
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,40 @@ def test_a_malformed_record_is_named_by_check_and_survived_by_report(tmp_path, r
     assert f"{bad}: does not parse as JSON" in capsys.readouterr().err
     out = build_report(tmp_path / "report")
     assert f"{bad}: does not parse as JSON" in (out / "REPORT.md").read_text()
+
+
+def test_a_build_that_crashes_leaves_the_previous_report_whole_and_no_staging(tmp_path, results_dir, monkeypatch):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "REPORT.md").write_text("the previous report")
+
+    def crash(staging):
+        (staging / "REPORT.md").write_text("half")
+        raise ZeroDivisionError("a figure failed")
+    monkeypatch.setattr("common.report._write_report", crash)
+    with pytest.raises(ZeroDivisionError):
+        build_report(out)
+    assert (out / "REPORT.md").read_text() == "the previous report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("seed", "zero", "field seed must be an integer >= 0, got 'zero'"),
+    ("started_at", None, "field started_at must be an ISO time string, got None"),
+    ("metrics", {"a": float("nan")}, "metrics must map names to finite numbers"),
+])
+def test_a_record_with_a_wrong_field_is_one_line_in_check_and_report(tmp_path, results_dir, capsys, field, value,
+                                                                     message):
+    name = next(p.name for p in PAPERS.values() if p.implemented)
+    bad = write_record(results_dir, name, "cpu", 0, {"a": 1.0})
+    record = json.loads(bad.read_text())
+    record[field] = value
+    bad.write_text(json.dumps(record))
+    assert main(["check", name, "--tier", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: {message}" in err and "Traceback" not in err
+    out = build_report(tmp_path / "report")
+    assert f"{bad}: {message}" in (out / "REPORT.md").read_text()
 
 
 def test_report_replaces_stale_files(tmp_path, results_dir):

@@ -94,10 +94,18 @@ def test_resume_continues_a_killed_run_to_the_same_result(toy, monkeypatch):
     (["run", "toy", "--set", "stepz=3"], "--set stepz: unknown key; valid keys: blow_up_at, fail, label"),
     (["run", "toy", "--set", "steps=3.5"], "--set steps=3.5: steps takes a int"),
     (["run", "toy", "--set", "fail=maybe"], "fail takes true or false"),
-    (["run", "toy", "--set", "lr=__import__('os')"], "lr takes a float"),
+    (["run", "toy", "--set", "lr=__import__('os')"], "lr takes a finite float"),
+    (["run", "toy", "--set", "lr=nan"], "--set lr=nan: lr takes a finite float"),
+    (["run", "toy", "--set", "lr=1e999"], "--set lr=1e999: lr takes a finite float"),
+    (["run", "toy", "--set", "lr=-inf"], "--set lr=-inf: lr takes a finite float"),
+    (["run", "toy", "--seed", "-1"], "argument --seed: '-1' is not an integer >= 0"),
+    (["run", "toy", "--threads", "0"], "argument --threads: '0' is not an integer >= 1"),
+    (["run", "toy", "--threads", "-1"], "argument --threads: '-1' is not an integer >= 1"),
+    (["sweep", "toy", "--seeds", "0"], "argument --seeds: '0' is not an integer >= 1"),
+    (["sweep", "toy", "--workers", "0"], "argument --workers: '0' is not an integer >= 1"),
     (["run", "toy", "--set", "steps"], "expected key=value"),
     (["run", "toy", "--device", "tpu"], "unknown device 'tpu'; valid devices: auto, cpu, cuda, mps"),
-    (["run", "toy", "--seeds", "0"], "--seeds 0: must be at least 1"),
+    (["run", "toy", "--seeds", "0"], "argument --seeds: '0' is not an integer >= 1"),
     (["run", "ghost"], "paper 'ghost' is planned, not implemented yet"),
     (["sweep", "ghost"], "paper 'ghost' is planned, not implemented yet"),
     (["check", "toy", "--tier", "gpu"], "unknown tier 'gpu'"),
@@ -108,6 +116,20 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(toy, capsys, argv, mess
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not toy.exists() or not any(toy.rglob("*.json"))
+
+
+def test_a_malformed_expected_yaml_is_exit_2_for_check_and_a_warning_for_report(toy, capsys, monkeypatch, tmp_path):
+    from common.report import build_report
+    broken = tmp_path / "expected.yaml"
+    broken.write_text("claims: [\n")
+    monkeypatch.setattr("common.checks.expected_path", lambda paper: broken)
+    monkeypatch.setattr("common.report.expected_path", lambda paper: broken)
+    assert main(["check", "toy"]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}: is not valid YAML" in err and len(err.strip().splitlines()) == 1
+    out = build_report(tmp_path / "report")
+    assert f"warning: left out of the report: {broken}: is not valid YAML" in capsys.readouterr().err
+    assert f"{broken}: is not valid YAML" in (out / "REPORT.md").read_text()
 
 
 def test_set_values_are_typed_by_the_config(toy):
