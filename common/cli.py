@@ -134,7 +134,8 @@ def cmd_sweep(args) -> int:
     jobs = plan(args.papers, args.tier, seeds, args.set, args.grid, args.point, pilot=args.pilot)
     counts = run_sweep(jobs, workers=args.workers, launcher=args.launcher, device=args.device,
                        threads=args.threads)
-    print(f"sweep: {counts['done']} run, {counts['skipped']} already in results, {counts['failed']} failed")
+    print(f"sweep: {counts['done']} run, {counts['skipped']} already in results, "
+          f"{counts['elsewhere']} run by another sweep, {counts['failed']} failed")
     return 1 if counts["failed"] else 0
 
 

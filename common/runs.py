@@ -111,8 +111,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def checkpoint_dir(paper: str, tier: str, seed: int, chash: str):
-    return artifacts.cache_root() / "checkpoints" / paper / tier / f"s{seed}-{chash}"
+def checkpoint_dir(paper: str, tier: str, seed: int, chash: str, point: str | None = None):
+    """One folder per (paper, tier, point, seed, resolved config): no two jobs share one."""
+    return artifacts.cache_root() / "checkpoints" / paper / tier / f"s{seed}-{point or 'tier'}-{chash}"
 
 
 def _start_wandb(paper: str, run_id: str, cfg: dict):
@@ -203,7 +204,7 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
     chash = configs.config_hash(cfg)
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"{started:%Y%m%dT%H%M%S}-s{seed}-{chash}-{uuid.uuid4().hex[:6]}"
-    ckpt = checkpoint_dir(paper_name, tier, seed, chash)
+    ckpt = checkpoint_dir(paper_name, tier, seed, chash, chosen.name if chosen else None)
     ctx = RunContext(paper=paper_name, tier=tier, seed=seed, device=torch_device, checkpoint_dir=ckpt,
                      artifact_prefix=results_dir() / paper_name / tier / run_id, resume=resume,
                      show_progress=not quiet, point=chosen.name if chosen else None)

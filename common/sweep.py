@@ -5,13 +5,24 @@ Jobs run in waves: the points that produce artifacts before the points that cons
 consumer's producer run is added to the sweep when it is not already in it). Runs whose record
 already exists (same paper, tier, point, seed and resolved config, status ok) are skipped, and every
 job runs with --resume, so an interrupted sweep continues where it stopped.
+
+Sweeps started side by side (on one machine, or on hosts sharing the project folder) split the work:
+a sweep claims each job by creating its lock file atomically (`.cache/locks/<job>.lock`, holding the
+owner's host and pid) and skips a job another sweep holds; it waits for those at the end of the wave
+and then counts them as done elsewhere, or runs them itself if their owner failed. A lock whose owner
+process is gone (same host) is taken over; a lock held from another host is left alone until it is
+released or removed by hand.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -110,6 +121,72 @@ def already_done(job: Job) -> bool:
                for r in runs)
 
 
+# -- claiming jobs ------------------------------------------------------------------------------------
+TAKEOVER_SETTLE_S = 0.2   # after creating a lock, how long to wait before checking it is still ours
+POLL_S = 5.0              # how often a sweep looks at jobs another sweep holds
+
+
+def job_name(job: Job) -> str:
+    """A file name unique to the job: paper, tier, point, seed and the hash of its resolved config."""
+    _, _, cfg = prepare(job.paper, job.tier, job.override_dict(), job.point)
+    tag = f"{job.paper}-{job.tier}-{job.point or 'tier'}-s{job.seed}-{configs.config_hash(cfg)}"
+    return tag.replace("/", "_").replace(",", "_") + ("-pilot" if job.pilot else "")
+
+
+def _owner() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
+
+
+def _abandoned(path: Path) -> bool:
+    """True when the lock's owner is a process of this host that no longer exists."""
+    try:
+        owner = json.loads(path.read_text())
+    except FileNotFoundError:
+        return False  # released meanwhile: the next claim creates it afresh
+    except (OSError, ValueError):  # being written, or a broken file: abandoned only once it is old
+        try:
+            return time.time() - path.stat().st_mtime > 60
+        except FileNotFoundError:
+            return False
+    if owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return False
+    return False
+
+
+def claim(job: Job) -> Path | None:
+    """The job's lock if this sweep now owns it; None while another live sweep holds it."""
+    path = cache_root() / "locks" / f"{job_name(job)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = _owner()
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if not _abandoned(path):
+                return None
+            path.unlink(missing_ok=True)  # its owner is gone: take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        time.sleep(TAKEOVER_SETTLE_S)  # two sweeps taking over one dead lock: the later writer wins
+        try:
+            mine = json.loads(path.read_text()).get("token") == me["token"]
+        except (OSError, ValueError):
+            mine = False
+        return path if mine else None
+    return None
+
+
+def release(lock: Path) -> None:
+    lock.unlink(missing_ok=True)
+
+
 def _local(job: Job, threads: int, device: str, log_dir: Path) -> tuple[Job, int]:
     command = [sys.executable, "-m", "common", "run", job.paper, "--tier", job.tier, "--seed", str(job.seed),
                "--threads", str(threads), "--device", device, "--resume", "--quiet"]
@@ -120,9 +197,7 @@ def _local(job: Job, threads: int, device: str, log_dir: Path) -> tuple[Job, int
     for item in job.sets():
         command += ["--set", item]
     log_dir.mkdir(parents=True, exist_ok=True)
-    tag = f"{job.paper}-{job.tier}-{job.point or 'tier'}-s{job.seed}".replace("/", "_").replace(",", "_")
-    log = log_dir / f"{tag}-{abs(hash(job.overrides)) % 10**8}.log"
-    with open(log, "w") as out:
+    with open(log_dir / f"{job_name(job)}.log", "w") as out:
         code = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                               env={**os.environ, "OMP_NUM_THREADS": str(threads)}).returncode
     return job, code
@@ -142,34 +217,59 @@ def _waves(jobs: list[Job]) -> list[list[Job]]:
 
 def run_sweep(jobs: list[Job], workers: int = 1, launcher: str = "local", device: str = "auto",
               threads: int | None = None, executor=None, slurm_options: dict | None = None) -> dict[str, int]:
-    """Run the jobs not done yet, wave by wave; returns counts of done/skipped/failed.
+    """Run the jobs not done yet, wave by wave; returns counts: done (here), skipped (already in
+    results), elsewhere (run meanwhile by another sweep) and failed.
     `executor` overrides submitit's (the tests pass a submitit LocalExecutor)."""
     if launcher not in LAUNCHERS:
         raise UsageError(f"unknown launcher {launcher!r}; valid launchers: {', '.join(LAUNCHERS)}")
     if workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
     todo = [j for j in jobs if not already_done(j)]
-    counts = {"skipped": len(jobs) - len(todo), "done": 0, "failed": 0}
+    counts = {"skipped": len(jobs) - len(todo), "done": 0, "elsewhere": 0, "failed": 0}
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     if launcher == "slurm" and executor is None:
         import submitit
         executor = submitit.AutoExecutor(folder=ROOT / ".cache" / "submitit", cluster="slurm")
         executor.update_parameters(cpus_per_task=threads, timeout_min=60, **(slurm_options or {}))
+    waiting: set[Job] = set()
     with tqdm(total=len(todo), desc="sweep") as bar:
         for wave in _waves(todo):
-            if launcher == "local":
-                outcomes = _run_local(wave, workers, threads, device)
-            else:
-                outcomes = _run_submitit(wave, executor, device, threads)
-            for job, ok, why in outcomes:
-                counts["done" if ok else "failed"] += 1
-                if not ok:
-                    tqdm.write(f"{job}: {why}")
-                bar.update()
+            pending = wave
+            while pending:
+                mine, held = [], []
+                for job in pending:
+                    if already_done(job):  # finished by another sweep since
+                        counts["elsewhere"] += 1
+                        bar.update()
+                        continue
+                    lock = claim(job)
+                    if lock is None:
+                        held.append(job)
+                    else:
+                        mine.append((job, lock))
+                locks = dict(mine)
+                batch = [job for job, _ in mine]
+                outcomes = (_run_local(batch, workers, threads, device) if launcher == "local"
+                            else _run_submitit(batch, executor, device, threads))
+                for job, ok, why in outcomes:
+                    release(locks[job])
+                    counts["done" if ok else "failed"] += 1
+                    if not ok:
+                        tqdm.write(f"{job}: {why}")
+                    bar.update()
+                for job in set(held) - set(waiting):
+                    tqdm.write(f"{job}: another sweep holds it ({cache_root() / 'locks' / job_name(job)}.lock); "
+                               "waiting for it")
+                waiting.update(held)
+                if held:
+                    time.sleep(POLL_S)
+                pending = held
     return counts
 
 
 def _run_local(wave: list[Job], workers: int, threads: int, device: str):
+    if not wave:
+        return
     log_dir = cache_root() / "logs"
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(_local, job, threads, device, log_dir) for job in wave]
@@ -179,6 +279,8 @@ def _run_local(wave: list[Job], workers: int, threads: int, device: str):
 
 
 def _run_submitit(wave: list[Job], executor, device: str, threads: int):
+    if not wave:
+        return
     submitted = [(job, executor.submit(_submitit_job, job, device, threads)) for job in wave]
     for job, handle in submitted:
         try:

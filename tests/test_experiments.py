@@ -81,20 +81,20 @@ def test_sweep_runs_waves_skips_done_jobs_and_resumes_killed_ones(toyexp, monkey
     assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 0, "done": 2, "failed": 4}
     assert {r.point for r in _records()} == {"pretrain"}  # killed runs leave no record
     monkeypatch.delenv("TOY_KILL_AT")
-    assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 2, "done": 4, "failed": 0}
+    assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 2, "done": 4, "elsewhere": 0, "failed": 0}
     runs = _records()
     assert sorted((r.point, r.seed) for r in runs) == sorted((p, s) for p in ("pretrain", "labels=10", "labels=40")
                                                               for s in (0, 1))
     probe = next(r for r in runs if r.point == "labels=10" and r.seed == 0)
     assert [int(s) for s in probe.curves()["step"]] == [0, 1, 2, 3, 4]  # resumed at 3, curves kept
-    assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 6, "done": 0, "failed": 0}
+    assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 6, "done": 0, "elsewhere": 0, "failed": 0}
 
 
 def test_slurm_path_runs_points_in_waves_through_submitit_local_executor(toyexp, tmp_path):
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
     executor.update_parameters(timeout_min=10)
     jobs = plan([PAPER], "smoke", [2], [], [], points=["labels=40"])
-    assert run_sweep(jobs, launcher="slurm", executor=executor, threads=1) == {"skipped": 0, "done": 2, "failed": 0}
+    assert run_sweep(jobs, launcher="slurm", executor=executor, threads=1) == {"skipped": 0, "done": 2, "elsewhere": 0, "failed": 0}
     assert sorted(r.point for r in _records()) == ["labels=40", "pretrain"]
 
 

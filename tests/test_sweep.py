@@ -1,9 +1,16 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+
 import pytest
 import submitit
 
 from common.papers import PAPERS, Paper, UsageError
 from common.records import scan
-from common.sweep import Job, already_done, plan, run_sweep
+from common.papers import ROOT
+from common.sweep import Job, already_done, claim, job_name, plan, release, run_sweep
 from tests.conftest import implemented_names, require_datasets, write_record
 
 
@@ -50,11 +57,11 @@ def _real_paper():
 def test_local_sweep_runs_side_by_side_then_resumes(results_dir):
     name = _real_paper()
     jobs = plan([name], "smoke", [0, 1], [], [])
-    assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 0, "done": 2, "failed": 0}
+    assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 0, "done": 2, "elsewhere": 0, "failed": 0}
     runs, errors = scan(name, "smoke")
     assert not errors and sorted(r.seed for r in runs) == [0, 1]
     assert all(r.record["status"] == "ok" and r.record["hardware"]["torch_threads"] == 1 for r in runs)
-    assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 2, "done": 0, "failed": 0}
+    assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 2, "done": 0, "elsewhere": 0, "failed": 0}
 
 
 def test_slurm_path_through_submitit_local_executor(results_dir, tmp_path):
@@ -63,6 +70,36 @@ def test_slurm_path_through_submitit_local_executor(results_dir, tmp_path):
     executor.update_parameters(timeout_min=10)
     jobs = plan([name], "smoke", [3], [], [])
     assert run_sweep(jobs, launcher="slurm", executor=executor, threads=1) == \
-        {"skipped": 0, "done": 1, "failed": 0}
+        {"skipped": 0, "done": 1, "elsewhere": 0, "failed": 0}
     runs, _ = scan(name, "smoke")
     assert [r.seed for r in runs] == [3] and runs[0].record["status"] == "ok"
+
+
+def test_two_sweeps_started_together_run_each_job_once(tmp_path):
+    env = {**os.environ, "REPRO_EXTRA_PAPERS": "toy=tests.toy_runner", "REPRO_RESULTS_DIR": str(tmp_path / "results"),
+           "REPRO_CACHE_DIR": str(tmp_path / "cache"), "TOY_STEP_SLEEP": "0.5"}
+    command = [sys.executable, "-m", "common", "sweep", "toy", "--tier", "smoke", "--seeds", "3", "--threads", "1"]
+    sweeps = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for _ in range(2)]
+    outputs = [s.communicate(timeout=300)[0] for s in sweeps]
+    assert [s.returncode for s in sweeps] == [0, 0], outputs
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "toy" / "smoke").glob("*.json")]
+    assert sorted(r["seed"] for r in records) == [0, 1, 2]  # each job ran exactly once
+    assert not list((tmp_path / "cache" / "locks").glob("*.lock"))  # every claim was released
+
+
+def test_a_lock_of_a_live_sweep_is_respected_and_a_dead_ones_is_taken_over(monkeypatch, tmp_path):
+    monkeypatch.setitem(PAPERS, "toy", Paper("toy", "Toy 2026", module="tests.toy_runner"))
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("common.sweep.TAKEOVER_SETTLE_S", 0.0)
+    job = Job("toy", "smoke", 0, ())
+    lock = tmp_path / "cache" / "locks" / f"{job_name(job)}.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": "other"}))
+    assert claim(job) is None  # a live owner (this very process, another sweep in it)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(finished.stdout), "token": "dead"}))
+    assert claim(job) == lock and json.loads(lock.read_text())["pid"] == os.getpid()  # taken over
+    release(lock)
+    lock.write_text(json.dumps({"host": "elsewhere.example", "pid": 1, "token": "remote"}))
+    assert claim(job) is None  # another host's owner cannot be checked: left alone

@@ -1,5 +1,6 @@
 """A tiny runner obeying the paper contract, for tests of the harness itself."""
 import os
+import time
 
 import torch
 
@@ -24,6 +25,7 @@ def run(cfg, ctx):
             raise Killed
         if cfg["fail"]:
             raise RuntimeError("toy failure")
+        time.sleep(float(os.environ.get("TOY_STEP_SLEEP", 0)))  # a slow job, for tests of concurrent sweeps
         x = x - cfg["lr"] * x + 0.01 * torch.randn(3)
         loss = float("nan") if step == cfg["blow_up_at"] else float((x ** 2).sum())
         ctx.log(step, model=cfg["label"], loss=loss)
