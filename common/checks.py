@@ -341,16 +341,22 @@ def judge(claim: Claim, tier: str, runs: list[LoadedRun], paper: str, points: li
     seeds = next(iter(seed_sets.values()))
     if len(seeds) < min_seeds:
         return Verdict(paper, tier, claim, "not_run", note=f"needs {min_seeds} seed(s) at tier {tier}, found {len(seeds)}")
-    values = []
+    values, unmeasured = [], []
     for seed in seeds:
         env = {}
         for ident, point in bound.items():
             run = by_point[point.name if point else None][seed]
             metric = check.refs[ident][0] if ident in check.refs else ident
-            if metric not in run.record["metrics"]:
+            if metric in (run.record.get("undefined") or {}):  # the run says it could not measure it
+                unmeasured.append(f"{metric} undefined on seed {seed}: {run.record['undefined'][metric]}")
+                env[ident] = math.nan
+            elif metric not in run.record["metrics"]:
                 raise ExpectedError(f"{run.path}: lacks metric(s) {metric} that claim {claim.id!r} needs")
-            env[ident] = run.record["metrics"][metric]
+            else:
+                env[ident] = run.record["metrics"][metric]
         values.append(_evaluate(check.lhs, env))
+    if unmeasured:
+        return Verdict(paper, tier, claim, "not_reproduced", note="; ".join(unmeasured))
     undefined = [seed for seed, value in zip(seeds, values) if not math.isfinite(value)]
     if undefined:
         return Verdict(paper, tier, claim, "not_reproduced",
@@ -387,19 +393,20 @@ class PaperCheck:
     """Everything `repro check` and the report learn about one paper at one tier."""
     verdicts: list[Verdict]
     errors: list[str]            # malformed records or expected.yaml
-    stale: list[LoadedRun]       # records whose config is no longer the tier's: listed, never judged
+    judged: list[LoadedRun]      # the runs the claims are judged on
+    superseded: list[LoadedRun]  # an older config, or replaced by a later run of the seed: listed, never judged
 
 
 def check_paper(paper: Paper, tier: str) -> PaperCheck:
     """Verdicts for every claim with a check at `tier`, the malformed files met on the way, and the
-    stale records left out."""
+    superseded records left out."""
     runs, errors = scan(paper.name, tier)
     try:
         expected = load_expected(expected_path(paper))
     except ExpectedError as err:
-        return PaperCheck([], errors + [str(err)], [])
+        return PaperCheck([], errors + [str(err)], [], [])
     runner = paper.runner()
-    runs, stale = judged_runs(runs, runner, tier)
+    runs, superseded = judged_runs(runs, runner, tier)
     points = tier_points(runner, tier)
     verdicts = []
     for claim in expected.claims:
@@ -411,7 +418,7 @@ def check_paper(paper: Paper, tier: str) -> PaperCheck:
             errors.append(str(err))
             continue
         verdicts.append(verdict)
-    return PaperCheck(verdicts, errors, stale)
+    return PaperCheck(verdicts, errors, runs, superseded)
 
 
 def mismatch(verdict: Verdict) -> str:

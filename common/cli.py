@@ -81,6 +81,7 @@ def cmd_run(args) -> int:
 
 def cmd_check(args) -> int:
     from common.checks import check_paper, expected_path, load_expected, mismatch
+    from common.records import superseded_why
     from common.config import check_tier
     from common.papers import implemented_papers
     check_tier(args.tier)
@@ -97,9 +98,9 @@ def cmd_check(args) -> int:
         result = check_paper(paper, args.tier)
         verdicts = result.verdicts
         problems += result.errors + [mismatch(v) for v in verdicts if not v.matches]
-        if result.stale:
-            notes.append(f"{paper.name}/{args.tier}: {len(result.stale)} stale record(s) not judged (their config "
-                         f"is not the tier's current one): {', '.join(r.path.name for r in result.stale)}")
+        for run in result.superseded:
+            notes.append(f"{paper.name}/{args.tier}: superseded, not judged: {run.path.name} "
+                         f"({superseded_why(run, result.judged)})")
         for v in verdicts:
             ours = v.summary.format() if v.summary else v.note
             flag = "ok" if v.matches else "MISMATCH"

@@ -9,6 +9,8 @@ for a progress bar, `ctx.save_arrays(...)` for pictures the report will draw, `c
 """
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
 import os
 import random
@@ -83,6 +85,26 @@ class RunContext:
     # set by the harness: publish(name, value) -> meta, and require(name) -> (value, meta)
     publisher: Callable | None = None
     provider: Callable | None = None
+    # the run's segments (one per start or --resume): when each began and its wall time, as of its
+    # last checkpoint for a segment that was killed
+    undefined: dict[str, str] = field(default_factory=dict)  # metric -> why it could not be measured
+    segments: list[dict] = field(default_factory=list)
+    _segment_clock: float = 0.0
+
+    def begin_segment(self) -> None:
+        """Start this process's segment of the run, after the earlier segments of a resumed run."""
+        saved = self.checkpoint_dir / "segments.json"
+        if self.resume and saved.exists():
+            self.segments = json.loads(saved.read_text())
+        done = sorted(p.stem for p in self.checkpoint_dir.glob("*.pt")) if self.resume else []
+        self.segments.append({"started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                              "wall_time_s": 0.0, "resumed_after": done})
+        self._segment_clock = time.perf_counter()
+
+    def end_segment(self) -> float:
+        """Close this segment; returns the whole run's wall time (every segment's)."""
+        self.segments[-1]["wall_time_s"] = round(time.perf_counter() - self._segment_clock, 3)
+        return round(sum(seg["wall_time_s"] for seg in self.segments), 3)
 
     def log(self, step: int, **values) -> None:
         """Append one row to the learning curves.
@@ -107,6 +129,11 @@ class RunContext:
         """A tqdm progress bar over `iterable` (silenced with --quiet)."""
         return tqdm(iterable, desc=f"{self.paper}/{self.tier}/s{self.seed} {desc}", total=total,
                     disable=not self.show_progress, leave=False, dynamic_ncols=True)
+
+    def mark_undefined(self, name: str, why: str) -> None:
+        """A metric this run could not measure (e.g. a return when no evaluation episode finished): it is
+        left out of the metrics, and a claim that needs it is not reproduced on this seed, saying why."""
+        self.undefined[name] = why
 
     def record_throughput(self, name: str, value: float) -> None:
         """E.g. ``ctx.record_throughput("siren_steps_per_s", 12.5)``; stored in the run record."""
@@ -177,6 +204,7 @@ class RunContext:
         """
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         payload = {"state": state, "curves": list(self.curves), "throughput": dict(self.throughput),
+                   "undefined": dict(self.undefined),
                    "arrays": {name: {k: torch.tensor(v) for k, v in group.items()}
                               for name, group in self.arrays.items()},
                    "rng": _rng_state()}
@@ -184,6 +212,12 @@ class RunContext:
         os.close(fd)
         torch.save(payload, tmp)
         os.replace(tmp, self._checkpoint_path(key))
+        if self.segments:  # the segments so far, for a resumed run's record
+            self.segments[-1]["wall_time_s"] = round(time.perf_counter() - self._segment_clock, 3)
+            fd, tmp = tempfile.mkstemp(dir=self.checkpoint_dir, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.segments, f)
+            os.replace(tmp, self.checkpoint_dir / "segments.json")
 
     def restore(self, key: str) -> dict | None:
         """The state saved under `key` if this is a `--resume` run and it exists, else None.
@@ -199,6 +233,7 @@ class RunContext:
             self.stage_seconds = dict(payload["state"]["seconds"])
         self.curves = list(payload["curves"])
         self.throughput = dict(payload["throughput"])
+        self.undefined = dict(payload.get("undefined", {}))
         self.arrays = {name: {k: v.cpu().numpy() for k, v in group.items()}
                        for name, group in payload.get("arrays", {}).items()}
         _set_rng_state(payload["rng"])

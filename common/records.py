@@ -8,6 +8,7 @@ reader never sees a half-written run and two concurrent runs never share a name.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -42,7 +43,32 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def _finite_or_null(value):
+    """The record with every non-finite float outside the metrics (a throughput, a timing) as null:
+    JSON has no NaN, and the metrics are finite by then (a non-finite one makes the run diverged)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def content_sha256(record: dict) -> str:
+    """The SHA-256 of a record's canonical JSON (sorted keys, no spaces), its own `sha256` left out."""
+    body = {k: v for k, v in record.items() if k != "sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def write_run(record: dict, curves: list[dict], arrays: dict[str, dict[str, np.ndarray]]) -> Path:
+    """Write the run's sidecars, then its record, sealed with `sha256` (added to `record` in place)."""
+    record.update(_finite_or_null({k: v for k, v in record.items() if k != "metrics"}))
+    as_read = json.loads(json.dumps(record, allow_nan=False))  # hash exactly what a reader will load
+    record.clear()
+    record.update(as_read)
+    record["sha256"] = content_sha256(record)
     folder = results_dir() / record["paper"] / record["tier"]
     stem = folder / record["run_id"]
     if curves:
@@ -50,7 +76,7 @@ def write_run(record: dict, curves: list[dict], arrays: dict[str, dict[str, np.n
         _atomic_write(stem.with_name(stem.name + ".curves.csv"), lambda f: f.write(csv))
     for name, named_arrays in arrays.items():
         _atomic_write(stem.with_name(f"{stem.name}.{name}.npz"), lambda f: np.savez_compressed(f, **named_arrays))
-    text = json.dumps(record, indent=2, sort_keys=False).encode() + b"\n"
+    text = json.dumps(record, indent=2, sort_keys=False, allow_nan=False).encode() + b"\n"
     path = stem.with_name(stem.name + ".json")
     _atomic_write(path, lambda f: f.write(text))
     return path
@@ -142,6 +168,9 @@ def load_run(path: Path) -> LoadedRun:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                for v in record["metrics"].values()):
         raise MalformedRecord(f"{path}: metrics must map names to finite numbers")
+    if "sha256" in record and record["sha256"] != content_sha256(record):
+        raise MalformedRecord(f"{path}: edited after it was written (its content no longer matches its sha256); "
+                              "a record is never rewritten: restore it (git checkout) and add a new run instead")
     return LoadedRun(path, record)
 
 
@@ -164,21 +193,34 @@ def scan(paper: str, tier: str) -> tuple[list[LoadedRun], list[str]]:
 
 
 def judged_runs(runs: list[LoadedRun], runner, tier: str) -> tuple[list[LoadedRun], list[LoadedRun]]:
-    """(judged, stale). Judged: the runs a claim is judged on, the latest per (point, seed) of the
-    tier's own configurations (no --set overrides, not a pilot) whose config is the tier's, or its point's, as the
-    runner resolves it today. Stale: runs without overrides whose config is no longer that one."""
+    """(judged, superseded). Judged: the runs a claim is judged on, the latest per (point, seed) of the
+    tier's own configurations (no --set overrides, not a pilot) whose config is the tier's, or its
+    point's, as the runner resolves it today. Superseded: the other runs without overrides, kept and
+    listed, never judged: their config is no longer that one (`superseded_why`), or a later run of the
+    same seed and config replaced them."""
     from common.config import resolve, same_config
     from common.experiments import tier_points
     points = {p.name: p for p in tier_points(runner, tier)}
     current = {name: resolve(runner, tier, {}, point) for name, point in points.items()} or \
         {None: resolve(runner, tier, {})}
     latest: dict[tuple, LoadedRun] = {}
-    stale = []
+    superseded = []
     for run in sorted(runs, key=lambda r: r.record["started_at"]):
         if run.record["overrides"] or run.pilot:
             continue
         if run.point not in current or not same_config(runner, run.record["config"], current[run.point]):
-            stale.append(run)
+            superseded.append(run)
             continue
-        latest[(run.point or "", run.seed)] = run
-    return [latest[k] for k in sorted(latest)], stale
+        key = (run.point or "", run.seed)
+        if key in latest:
+            superseded.append(latest[key])
+        latest[key] = run
+    return [latest[k] for k in sorted(latest)], superseded
+
+
+def superseded_why(run: LoadedRun, judged: list[LoadedRun]) -> str:
+    """Why a superseded run is not judged: a later run of its seed, or a config the tier no longer has."""
+    later = next((r for r in judged if r.seed == run.seed and r.point == run.point
+                  and r.record["config_hash"] == run.record["config_hash"]), None)
+    return f"replaced by {later.path.name}, a later run of the same seed and config" if later else \
+        "its config is no longer the tier's"

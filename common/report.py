@@ -21,7 +21,7 @@ import pandas as pd
 from common.checks import KINDS, ExpectedError, Verdict, check_paper, expected_path, load_expected, required_seeds
 from common.experiments import tier_points
 from common.papers import PAPERS, ROOT, TIER_NAMES, Paper
-from common.records import judged_runs, scan
+from common.records import judged_runs, scan, superseded_why
 from common.runs import git_state
 from common.stats import summarize
 
@@ -298,7 +298,7 @@ def _write_report(staging: Path) -> list[str]:
              f"- `{POST_HOC.strip()}`: the claim or its threshold was written after its results were seen "
              "(the claim table says why).")
 
-    matrix, sections, unreadable, stale, glance = [], [], [], [], []
+    matrix, sections, unreadable, superseded, glance = [], [], [], [], []
     for paper in PAPERS.values():
         if not paper.implemented:
             matrix.append({"paper": paper.name, "claim": "—", "kind": "—", "rule": "—",
@@ -320,7 +320,7 @@ def _write_report(staging: Path) -> list[str]:
             result = check_paper(paper, tier)
             unreadable += [e for e in result.errors if e not in unreadable]
             per_tier[tier] = {v.claim.id: v for v in result.verdicts}
-            stale += [(paper.name, tier, r) for r in result.stale]
+            superseded += [(paper.name, tier, r, superseded_why(r, result.judged)) for r in result.superseded]
         for claim in expected.claims:
             row = {"paper": paper.name, "claim": _claim_name(claim), "kind": claim.kind, "rule": claim.rule}
             for tier in TIER_NAMES:
@@ -347,12 +347,14 @@ def _write_report(staging: Path) -> list[str]:
     if unreadable:
         doc.heading(2, "Unreadable results or expectations")
         doc.para("\n".join(f"- {e}" for e in unreadable))
-    if stale:
-        doc.heading(2, "Stale records (not judged)")
-        doc.para("These records' config is no longer the tier's (or its point's) as the runner resolves it "
-                 "today, so no claim is judged on them. Re-run the tier to replace them.")
+    if superseded:
+        doc.heading(2, "Superseded records (kept, not judged)")
+        doc.para("Records are never rewritten or deleted. These are not judged: their config is no longer the "
+                 "tier's (or its point's) as the runner resolves it today, or a later run of the same seed "
+                 "and config replaced them.")
         doc.table(pd.DataFrame([{"paper": p, "tier": t, "record": r.path.name, "seed": r.seed,
-                                 "point": r.point or "—", "started": r.record["started_at"]} for p, t, r in stale]))
+                                 "point": r.point or "—", "started": r.record["started_at"], "why": why}
+                                for p, t, r, why in superseded]))
     every_run = _every_run()
     unfinished = _unfinished_runs(every_run)
     doc.heading(2, "Runs that diverged or failed")

@@ -16,7 +16,7 @@ from common import rl_env
 
 @dataclass(frozen=True)
 class Evaluation:
-    mean_return: float  # over completed episodes; the unfinished ones' partial returns if none completed
+    mean_return: float  # over completed episodes; NaN when none completed (a partial game is not a score)
     episodes: int  # completed episodes
     steps: int  # agent steps taken (resets excluded)
     returns: tuple[float, ...]
@@ -49,8 +49,5 @@ def evaluate(env, greedy: Callable[[np.ndarray], np.ndarray], num_actions: int, 
             done[i] += 1
         running[terminated | truncated] = 0.0
         resetting = terminated | truncated
-    if returns:
-        mean = float(np.mean(returns))
-    else:  # no episode finished inside the step budget: the partial returns
-        mean = float(np.mean(running))
+    mean = float(np.mean(returns)) if returns else float("nan")
     return Evaluation(mean, len(returns), steps, tuple(returns))

@@ -9,7 +9,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 import traceback
 import uuid
 
@@ -185,6 +184,12 @@ class _isolated_random_streams:
         return False
 
 
+# torch threads per run when none is asked for. Results differ in the last bits between thread counts,
+# so the smoke and cpu tiers always run on one (as their committed records did), and a user's rerun
+# gets the record's numbers; the paper tier takes torch's default (all cores). The record says which.
+TIER_THREADS = {"smoke": 1, "cpu": 1, "paper": None}
+
+
 def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None, device: str = "auto",
             resume: bool = False, use_wandb: bool = False, threads: int | None = None,
             quiet: bool = False, point: str | None = None, pilot: bool = False) -> dict:
@@ -195,6 +200,7 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
     overrides = dict(overrides or {})
     runner, chosen, cfg = prepare(paper_name, tier, overrides, point)
     torch_device = pick_device(device)
+    threads = threads or TIER_THREADS[tier]
     if threads:
         torch.set_num_threads(threads)
     for name in runner.DATASETS:  # verify data before anything runs or is written
@@ -213,8 +219,8 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
         ctx.wandb_run = _start_wandb(paper_name, run_id, cfg)
 
     seed_everything(seed)
-    status, reason, metrics = "ok", None, {}
-    clock = time.perf_counter()
+    status, reason, metrics, diverged = "ok", None, {}, None
+    ctx.begin_segment()
     try:
         returned = runner.run(configs.merge(cfg, {}), ctx)
         for name, value in returned.items():
@@ -224,12 +230,13 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
     except Diverged as err:
         where = "in the final metrics" if err.step < 0 else f"at step {err.step}"
         status, reason, metrics = "diverged", f"{err.name} = {err.value} {where}", {}
+        diverged = {"name": err.name, "step": None if err.step < 0 else err.step}
     except (KeyboardInterrupt, UsageError, DatasetError):
         raise
     except Exception as err:  # the run's own failure is a result too; its record says why
         status, reason, metrics = "failed", f"{type(err).__name__}: {err}", {}
         traceback.print_exc(file=sys.stderr)
-    wall = time.perf_counter() - clock
+    wall = ctx.end_segment()
     if ctx.wandb_run is not None:
         ctx.wandb_run.finish()
 
@@ -237,13 +244,12 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
         "run_id": run_id, "paper": paper_name, "tier": tier, "seed": seed,
         "point": chosen.name if chosen else None, "labels": dict(chosen.labels) if chosen else {},
         "config": cfg, "overrides": overrides, "config_hash": chash, "tags": ["pilot"] if pilot else [],
-        "metrics": metrics, "status": status, "reason": reason,
-        "git": code, "started_at": started.isoformat(timespec="seconds"),
-        "wall_time_s": round(wall, 3), "stage_seconds": ctx.stage_seconds, "hardware": hardware(torch_device),
-        "versions": versions(tuple(runner.LIBRARIES)), "throughput": ctx.throughput,
-        "artifacts": ctx.artifacts,
+        "metrics": metrics, "undefined": ctx.undefined, "status": status, "reason": reason, "diverged": diverged,
+        "git": code, "started_at": ctx.segments[0]["started_at"],
+        "wall_time_s": wall, "segments": ctx.segments, "stage_seconds": ctx.stage_seconds,
+        "hardware": hardware(torch_device), "versions": versions(tuple(runner.LIBRARIES)),
+        "throughput": ctx.throughput, "artifacts": ctx.artifacts,
     }
-    write_run(record, ctx.curves, ctx.arrays if status == "ok" else {})
-    if status == "ok":
-        shutil.rmtree(ckpt, ignore_errors=True)
+    write_run(record, ctx.curves, ctx.arrays if status == "ok" else {})  # adds the record's sha256
+    shutil.rmtree(ckpt, ignore_errors=True)  # a finished run, whatever its status, is not resumed
     return record

@@ -34,7 +34,7 @@ from common.artifacts import cache_root
 from common.experiments import depth, get_point, tier_points
 from common.papers import ROOT, UsageError, get_paper
 from common.records import scan
-from common.runs import prepare
+from common.runs import TIER_THREADS, prepare
 
 LAUNCHERS = ("local", "slurm")
 
@@ -226,7 +226,8 @@ def run_sweep(jobs: list[Job], workers: int = 1, launcher: str = "local", device
         raise UsageError(f"--workers {workers}: must be at least 1")
     todo = [j for j in jobs if not already_done(j)]
     counts = {"skipped": len(jobs) - len(todo), "done": 0, "elsewhere": 0, "failed": 0}
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    tier = jobs[0].tier if jobs else "paper"  # a sweep runs one tier
+    threads = threads or TIER_THREADS[tier] or max(1, (os.cpu_count() or 1) // workers)
     if launcher == "slurm" and executor is None:
         import submitit
         executor = submitit.AutoExecutor(folder=ROOT / ".cache" / "submitit", cluster="slurm")

@@ -1,9 +1,10 @@
+import json
 import textwrap
 
 import pytest
 
 from common.checks import ExpectedError, judge, load_expected, parse_check
-from common.records import judged_runs, scan
+from common.records import judged_runs, scan, superseded_why
 from common.papers import _fill_defaults
 from tests import toy_runner
 from tests.conftest import write_record
@@ -179,6 +180,17 @@ def test_a_bound_that_is_not_a_finite_number_is_rejected(tmp_path):
         load_expected(path)
 
 
+def test_a_metric_the_run_could_not_measure_makes_that_seed_fail_saying_why(tmp_path, results_dir):
+    for seed in range(2):
+        write_record(results_dir, "toy", "cpu", seed, {"a": 40.0, "b": 20.0})
+    path = write_record(results_dir, "toy", "cpu", 2, {"b": 20.0})
+    record = json.loads(path.read_text())
+    record["undefined"] = {"a": "no evaluation episode finished"}
+    path.write_text(json.dumps(record))
+    verdict = judge(_claim(tmp_path), "cpu", _runs(results_dir), "toy")
+    assert verdict.status == "not_reproduced" and verdict.note == "a undefined on seed 2: no evaluation episode finished"
+
+
 def test_a_missing_metric_is_an_error(tmp_path, results_dir):
     for seed in range(3):
         write_record(results_dir, "toy", "cpu", seed, {"a": 40.0})
@@ -201,6 +213,10 @@ def test_judged_runs_take_the_latest_preset_run_per_seed(results_dir):
                  overrides={"lr": 0.1})
     runs = _runs(results_dir)
     assert [r.record["metrics"]["a"] for r in runs] == [2.0]
+    scanned, _ = scan("toy", "cpu")
+    judged, superseded = judged_runs(scanned, _fill_defaults(toy_runner), "cpu")
+    assert [r.record["metrics"]["a"] for r in superseded] == [1.0]  # replaced, but listed: never silent
+    assert superseded_why(superseded[0], judged).startswith(f"replaced by {judged[0].path.name}")
 
 
 def test_a_pilot_run_is_never_judged(tmp_path, results_dir):

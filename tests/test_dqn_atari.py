@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from common.papers import UsageError
+from common.rl_eval import Evaluation
 from reproductions.dqn_atari import runner
 from reproductions.dqn_atari.dqn import Agent, QNetwork, td_loss
 from tests.conftest import assert_usage_error
@@ -189,6 +190,7 @@ def test_an_arm_that_diverges_is_recorded_and_the_other_still_trains(tmp_path, m
         return [loss * float("nan") for loss in losses] if self.arm == "noreplay" else losses
 
     monkeypatch.setattr(runner.Trainer, "step", nan_losses_without_replay)
+    monkeypatch.setattr(runner, "evaluate", lambda *args: Evaluation(10.0, 1, 8, (10.0,)))  # one finished game
     cfg = _cfg(**{**runner.FEW_STEPS, "learning_starts": 4, "update_every": 1})
     ctx = smoke_context("dqn_atari", tmp_path, resume=False)
     metrics = runner.run(cfg, ctx)
@@ -197,6 +199,15 @@ def test_an_arm_that_diverges_is_recorded_and_the_other_still_trains(tmp_path, m
     assert metrics["breakout_diverged"] == 0 and metrics["breakout_updates"] > 0
     assert metrics["hns_iqm"] == metrics["breakout_hns"]  # the summaries are over the replay agents
     assert "breakout_dqn" in ctx.arrays and "breakout_noreplay" not in ctx.arrays
+
+
+def test_a_final_evaluation_that_finishes_no_game_gives_no_score(tmp_path):
+    from tests.resume import smoke_context
+    cfg = _cfg(**{**runner.FEW_STEPS, "ablation_no_replay": False})  # 8 evaluation steps: no game ends
+    ctx = smoke_context("dqn_atari", tmp_path, resume=False)
+    metrics = runner.run(cfg, ctx)
+    assert metrics["breakout_eval_episodes"] == 0 and "breakout_return" not in metrics and "hns_iqm" not in metrics
+    assert ctx.undefined["breakout_return"] == "no evaluation episode finished within 8 agent steps"
 
 
 def test_a_replay_checkpoint_loaded_onto_another_device_restores():

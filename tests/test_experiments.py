@@ -1,5 +1,5 @@
 """Experiments end to end on a toy paper: points, artifacts between runs, sweeps that order, skip and
-resume, claims across points, the experiment table, stale records."""
+resume, claims across points, the experiment table, superseded records."""
 import json
 import textwrap
 
@@ -78,7 +78,7 @@ def test_a_corrupt_artifact_is_rebuilt_not_loaded(toyexp):
 def test_sweep_runs_waves_skips_done_jobs_and_resumes_killed_ones(toyexp, monkeypatch):
     jobs = plan([PAPER], "smoke", [0, 1], [], [])
     monkeypatch.setenv("TOY_KILL_AT", "3")  # every probe dies at step 3, after checkpointing steps 0-2
-    assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 0, "done": 2, "failed": 4}
+    assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 0, "done": 2, "elsewhere": 0, "failed": 4}
     assert {r.point for r in _records()} == {"pretrain"}  # killed runs leave no record
     monkeypatch.delenv("TOY_KILL_AT")
     assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 2, "done": 4, "elsewhere": 0, "failed": 0}
@@ -142,11 +142,13 @@ def test_claims_read_point_metrics_paired_by_seed(toyexp, tmp_path):
     assert "needs the same seeds" in judge(claims[0], "smoke", lone, PAPER, points).note
 
 
-def test_a_record_from_an_older_config_is_stale(toyexp):
+def test_a_record_from_an_older_config_is_superseded(toyexp):
+    from common.records import content_sha256
     record = run_one(PAPER, "smoke", 0, point="pretrain", quiet=True)
     path = next(p for p in (scan(PAPER, "smoke")[0]) if p.record["run_id"] == record["run_id"]).path
     older = json.loads(path.read_text())
     older["config"]["dim"] = 4
+    older["sha256"] = content_sha256(older)  # as a run of an older config would have written it
     path.write_text(json.dumps(older))
     runs, stale = judged_runs(_records(), toyexp, "smoke")
     assert not runs and [r.record["run_id"] for r in stale] == [record["run_id"]]

@@ -68,7 +68,7 @@ def test_paper_folder_is_complete(name):
 
 def test_committed_results_pass_check_and_superseded_records_are_listed_not_judged(monkeypatch, capsys):
     """Every claim's status matches expected.yaml on the committed records. Records of an earlier config
-    (a superseded sweep, kept because every record a sweep produces is kept) are named as stale."""
+    (a superseded sweep, kept because every record a sweep produces is kept) are named as superseded."""
     monkeypatch.delenv("REPRO_RESULTS_DIR", raising=False)
     assert current_results_dir() == ROOT / "results"
     assert main(["check", "--tier", "cpu"]) == 0

@@ -164,6 +164,12 @@ def test_evaluation_stops_at_the_step_budget():
     assert result.steps == 9 and result.returns == (2.0, 2.0, 5.0)
 
 
+def test_an_evaluation_that_finishes_no_episode_has_no_return():
+    result = evaluate(FakeVectorEnv(), lambda obs: np.zeros(2, dtype=int), 3, seed=0, epsilon=0.0,
+                      episodes=2, max_steps=1)  # one vector step: both games still running
+    assert result.episodes == 0 and result.returns == () and np.isnan(result.mean_return)  # not a partial 1
+
+
 def test_iqm_is_the_mean_of_the_middle_half():
     assert iqm([0, 1, 2, 3, 4, 5, 6, 100]) == pytest.approx(3.5)
     assert iqm([[1, 1], [1, 1]]) == 1

@@ -62,8 +62,22 @@ def test_nan_is_recorded_as_diverged_at_its_step(toy):
     record = run_one("toy", "cpu", seed=0, overrides={"blow_up_at": 2}, quiet=True)
     assert record["status"] == "diverged" and record["metrics"] == {}
     assert record["reason"] == "loss = nan at step 2"
+    assert record["diverged"] == {"name": "loss", "step": 2}  # as fields, not only in the reason
     path, = _records(toy)
     assert list(load_run(path).curves()["step"]) == [0, 1]
+    assert not (toy.parent / "ckpt").exists() or not any((toy.parent / "ckpt").rglob("*.pt"))  # not resumable
+
+
+def test_a_record_is_sealed_and_an_edited_one_is_refused(toy, capsys):
+    from common.records import MalformedRecord, content_sha256
+    record = run_one("toy", "cpu", seed=0, quiet=True)
+    path, = _records(toy)
+    assert record["sha256"] == content_sha256(json.loads(path.read_text())) == load_run(path).record["sha256"]
+    edited = path.read_text().replace(f'"loss": {record["metrics"]["loss"]}', '"loss": 0.0')
+    assert edited != path.read_text()
+    path.write_text(edited)
+    with pytest.raises(MalformedRecord, match="edited after it was written"):
+        load_run(path)
 
 
 def test_a_crash_is_recorded_as_failed_and_exits_nonzero(toy, capsys):
@@ -83,6 +97,11 @@ def test_resume_continues_a_killed_run_to_the_same_result(toy, monkeypatch):
     resumed = run_one("toy", "cpu", seed=5, resume=True, quiet=True)
     # the random streams are restored too, so the resumed run ends exactly where the reference did
     assert resumed["status"] == "ok" and resumed["metrics"] == reference["metrics"]
+    # the record says it was resumed: two segments, the first up to its last checkpoint (step 3 done)
+    first, second = resumed["segments"]
+    assert first["resumed_after"] == [] and "train" in second["resumed_after"]
+    assert resumed["wall_time_s"] == pytest.approx(first["wall_time_s"] + second["wall_time_s"], abs=2e-3)
+    assert resumed["started_at"] == first["started_at"]
     latest = max(_records(toy), key=lambda p: json.loads(p.read_text())["started_at"])
     curves = load_run(latest).curves()
     assert list(curves["step"]) == list(range(6))

@@ -275,9 +275,12 @@ def learn(cfg: dict, game: str, arm: str, ctx: RunContext, trainer: Trainer, sta
         trainer.load(saved["trainer"])
     max_qs = [row["max_q"] for row in ctx.curves if row.get("game") == game and row.get("arm") == arm]
     next_eval = (trainer.frames // cfg["eval_every"] + 1) * cfg["eval_every"]
+    def returns(result) -> dict:  # a point with no finished episode has no return (not a partial game's)
+        return {"eval_return": result.mean_return} if result.episodes else {}
+
     if saved is None:  # the untrained network's point
         result, max_q = measure(cfg["eval_episodes"], cfg["eval_steps"], seed=0)
-        ctx.log(0, game=game, arm=arm, eval_return=result.mean_return, max_q=max_q, epsilon=1.0)
+        ctx.log(0, game=game, arm=arm, max_q=max_q, epsilon=1.0, eval_episodes=result.episodes, **returns(result))
         max_qs.append(max_q)
     last_checkpoint, seen_returns = trainer.frames, len(trainer.episode_returns)
     train_seconds, start_frames, start_updates = 0.0, trainer.frames, trainer.agent.updates
@@ -299,8 +302,8 @@ def learn(cfg: dict, game: str, arm: str, ctx: RunContext, trainer: Trainer, sta
             if losses:
                 extra["loss"] = float(torch.stack(losses).mean())
             losses = []
-            ctx.log(trainer.frames, game=game, arm=arm, eval_return=result.mean_return, max_q=max_q,
-                    epsilon=epsilon(cfg, trainer.frames), **extra)
+            ctx.log(trainer.frames, game=game, arm=arm, max_q=max_q, epsilon=epsilon(cfg, trainer.frames),
+                    eval_episodes=result.episodes, **returns(result), **extra)
             if trainer.frames - last_checkpoint >= cfg["checkpoint_every"]:
                 last_checkpoint = trainer.frames
                 ctx.checkpoint(key, {"trainer": trainer.state()})
@@ -313,8 +316,13 @@ def learn(cfg: dict, game: str, arm: str, ctx: RunContext, trainer: Trainer, sta
 
     final, max_q = measure(cfg["final_eval_episodes"], cfg["final_eval_steps"], seed=1)
     rises = np.diff(max_qs)
-    metrics = {f"{prefix}return": final.mean_return, f"{prefix}hns": human_normalized(game, final.mean_return),
-               f"{prefix}eval_episodes": final.episodes, f"{prefix}frames": trainer.frames,
+    if final.episodes:
+        scores = {f"{prefix}return": final.mean_return, f"{prefix}hns": human_normalized(game, final.mean_return)}
+    else:  # Table 1's number is over finished episodes: without one there is no score, only the count
+        scores = {}
+        for name in (f"{prefix}return", f"{prefix}hns"):
+            ctx.mark_undefined(name, f"no evaluation episode finished within {cfg['final_eval_steps']:,} agent steps")
+    metrics = {**scores, f"{prefix}eval_episodes": final.episodes, f"{prefix}frames": trainer.frames,
                f"{prefix}updates": trainer.agent.updates, f"{prefix}max_q_start": max_qs[0],
                f"{prefix}max_q_end": max_q, f"{prefix}max_q_rise": max_q - max_qs[0],
                f"{prefix}max_q_up_fraction": float((rises > 0).mean()) if len(rises) else 0.0}
