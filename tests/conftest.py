@@ -20,12 +20,15 @@ def results_dir(tmp_path, monkeypatch) -> Path:
     return folder
 
 
+MISSING_DATA = "not found; set REPRO_DATA_DIR (see README, Data)"
+
+
 def require_datasets(*names: str) -> None:
     """Skip (with the reason) when a dataset is missing; under CI with shared data, fail instead."""
     missing = [n for n in names if not available(n)]
     if not missing:
         return
-    message = f"dataset(s) {', '.join(missing)} not found; set REPRO_DATA_DIR (see README, Data)"
+    message = f"dataset(s) {', '.join(missing)} {MISSING_DATA}"
     if os.environ.get("REPRO_REQUIRE_DATA"):
         pytest.fail(message)
     pytest.skip(message)
@@ -79,3 +82,15 @@ def assert_usage_error(paper: str, *sets: str, tmp_path: Path, monkeypatch, caps
     assert not results.exists() or not any(results.rglob("*")), "a record was written"
     assert not checkpoints.exists(), "a checkpoint was written"
     return lines[0]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line at the end: how many tests were skipped for missing datasets, which, and how to get them."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if MISSING_DATA in str(r.longrepr)]
+    if not skipped:
+        return
+    names = sorted({name.strip() for r in skipped
+                    for name in str(r.longrepr).split("dataset(s) ")[1].split(f" {MISSING_DATA}")[0].split(",")})
+    terminalreporter.write_line(
+        f"{len(skipped)} test(s) skipped for missing data ({', '.join(names)}): export REPRO_DATA_DIR=<folder holding "
+        "them> (this project: ../shared/data), or let the data layer download them where it can (README, Data)")

@@ -286,20 +286,22 @@ def test_a_missing_svhn_fails_in_one_line_before_any_training(monkeypatch, resul
     monkeypatch.setattr(common.data, "_download", offline)
     from common.datasets import svhn
     svhn.cache_clear()
-    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "datasets": ["mnist", "svhn"]}
+    cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "datasets": ["svhn"]}  # whichever other datasets exist
     ctx = smoke_context("binaryconnect", tmp_path, resume=False)
     with pytest.raises(DatasetMissing, match=r"dataset 'svhn' is missing train_32x32\.mat") as err:
         runner.run(cfg, ctx)  # the data is loaded before any network is built
     assert not ctx.curves and not (tmp_path / "ckpt").exists()
     assert "\n" not in str(err.value)
-    assert main(["run", "binaryconnect", "--tier", "smoke", "--quiet", "--set", "datasets=mnist,svhn"]) == 2
+    assert main(["run", "binaryconnect", "--tier", "smoke", "--quiet", "--set", "datasets=svhn"]) == 2
     message = capsys.readouterr().err.strip()
-    assert message.startswith("repro: error: dataset 'svhn' is missing") and "\n" not in message
+    first_missing = "svhn" if available("mnist") and available("cifar10") else "mnist"  # the harness checks
+    # every dataset the paper declares (mnist, cifar10, svhn) before a run starts
+    assert message.startswith(f"repro: error: dataset '{first_missing}' is missing") and "\n" not in message
     assert not (results_dir / "binaryconnect").exists()
 
 
-@pytest.mark.skipif(not (available("mnist") and available("cifar10")), reason="datasets missing")
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
+    require_datasets("mnist", "cifar10")
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "mnist_variants": ["full", "binary_stoch_qb"],
            "cifar10_variants": ["ternary_qb"]}
     # killed at the 4th log call: the second epoch of mnist binary_stoch_qb, after its first checkpoint

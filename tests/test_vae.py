@@ -12,7 +12,7 @@ from scipy.special import logsumexp
 from common.data import available
 from reproductions.vae import runner
 from reproductions.vae.vae import VAE, kl_to_standard_normal, log_px_importance
-from tests.conftest import assert_usage_error
+from tests.conftest import assert_usage_error, require_datasets
 from tests.resume import kill_then_resume
 
 
@@ -140,9 +140,9 @@ def test_mnist_evaluation_images_are_binary_and_fixed_across_seeds():
     assert torch.equal(a["eval_train"], b["eval_train"]) and a["binarize"]
 
 
-@pytest.mark.skipif(not (available("mnist") and available("frey-faces")), reason="datasets missing")
 @pytest.mark.parametrize("kill_at_log_call", [3, 5])
 def test_resume_after_kill_matches_uninterrupted(tmp_path, kill_at_log_call):
+    require_datasets("mnist", "frey-faces")
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "checkpoint_every": 1000}
     # the 3rd log call is inside the first MNIST model, after its first checkpoints; the 5th inside the
     # second, after the first finished (its pictures must come back from the checkpoint: resume.py checks)
