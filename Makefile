@@ -29,9 +29,10 @@ cpu: $(VENV)/.installed
 	$(REPRO) sweep $(IMPLEMENTED) --tier cpu --workers $(WORKERS)
 	$(REPRO) report
 
+# run a paper's cpu seeds afresh on this machine (into local-results/) and print the verdicts beside the
+# committed ones; `repro sweep <paper>` is how committed records are made
 $(PAPERS): $(VENV)/.installed
-	$(REPRO) sweep $@ --tier cpu --workers $(WORKERS)
-	$(REPRO) report
+	$(REPRO) reproduce $@ --tier cpu --workers $(WORKERS)
 
 check: $(VENV)/.installed
 	$(REPRO) check --tier cpu

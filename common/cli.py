@@ -1,9 +1,10 @@
-"""The `repro` command line: list, run, check, report, sweep."""
+"""The `repro` command line: list, run, check, report, sweep, reproduce."""
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from common.papers import PAPERS, TIER_NAMES, UsageError, get_paper
 
@@ -129,6 +130,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from common.reproduce import reproduce
+    return reproduce(args.paper, args.tier, workers=args.workers, results=args.results, resume=args.resume,
+                     device=args.device)
+
+
 def cmd_sweep(args) -> int:
     from common.sweep import plan, run_sweep
     seeds = [args.seed] if args.seed is not None else None if args.seeds is None else list(range(args.seeds))
@@ -169,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     sub.add_parser("report", help="regenerate report/ from results/").set_defaults(func=cmd_report)
+
+    reproduce = sub.add_parser("reproduce", help="run a paper's seeds afresh here, judge them, print the verdicts")
+    reproduce.add_argument("paper")
+    reproduce.add_argument("--tier", default="cpu")
+    reproduce.add_argument("--workers", type=POSITIVE, default=3, help="runs side by side (default 3)")
+    reproduce.add_argument("--results", type=Path, help="where the fresh records go (default local-results/)")
+    reproduce.add_argument("--resume", action="store_true",
+                           help="continue an interrupted reproduction: keep its finished runs, resume the others")
+    reproduce.add_argument("--device", default="auto")
+    reproduce.set_defaults(func=cmd_reproduce)
 
     sweep = sub.add_parser("sweep", help="fan out papers x seeds x configs")
     sweep.add_argument("papers", nargs="+")

@@ -184,6 +184,13 @@ class _isolated_random_streams:
         return False
 
 
+def verify_datasets(runner) -> None:
+    """Every file of every dataset the paper uses is present and has its checksum (DatasetError if not)."""
+    for name in runner.DATASETS:
+        for filename in REGISTRY[name]:
+            dataset_file(name, filename)
+
+
 # torch threads per run when none is asked for. Results differ in the last bits between thread counts,
 # so the smoke and cpu tiers always run on one (as their committed records did), and a user's rerun
 # gets the record's numbers; the paper tier takes torch's default (all cores). The record says which.
@@ -203,9 +210,7 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
     threads = threads or TIER_THREADS[tier]
     if threads:
         torch.set_num_threads(threads)
-    for name in runner.DATASETS:  # verify data before anything runs or is written
-        for filename in REGISTRY[name]:
-            dataset_file(name, filename)
+    verify_datasets(runner)  # before anything runs or is written
     code = git_state(paper_name)  # before the run: edits made while it runs are not its code
     chash = configs.config_hash(cfg)
     started = dt.datetime.now(dt.timezone.utc)

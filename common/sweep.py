@@ -34,7 +34,7 @@ from common.artifacts import cache_root
 from common.experiments import depth, get_point, tier_points
 from common.papers import ROOT, UsageError, get_paper
 from common.records import scan
-from common.runs import TIER_THREADS, prepare
+from common.runs import TIER_THREADS, prepare, verify_datasets
 
 LAUNCHERS = ("local", "slurm")
 
@@ -97,6 +97,8 @@ def plan(papers: list[str], tier: str, seeds: list[int] | None, sets: list[str],
     unique = list(dict.fromkeys(replace(job, pilot=pilot) for job in jobs))
     for job in unique:  # bad values fail here, before any job starts
         prepare(job.paper, job.tier, job.override_dict(), job.point)
+    for name in papers:  # and missing or corrupt data: one line, not a failed job per seed
+        verify_datasets(get_paper(name).runner())
     return sorted(unique, key=lambda j: j.wave)
 
 
@@ -216,15 +218,16 @@ def _waves(jobs: list[Job]) -> list[list[Job]]:
 
 
 def run_sweep(jobs: list[Job], workers: int = 1, launcher: str = "local", device: str = "auto",
-              threads: int | None = None, executor=None, slurm_options: dict | None = None) -> dict[str, int]:
-    """Run the jobs not done yet, wave by wave; returns counts: done (here), skipped (already in
-    results), elsewhere (run meanwhile by another sweep) and failed.
+              threads: int | None = None, executor=None, slurm_options: dict | None = None,
+              skip_done: bool = True) -> dict[str, int]:
+    """Run the jobs not done yet (every job when `skip_done` is False), wave by wave; returns counts:
+    done (here), skipped (already in results), elsewhere (run meanwhile by another sweep) and failed.
     `executor` overrides submitit's (the tests pass a submitit LocalExecutor)."""
     if launcher not in LAUNCHERS:
         raise UsageError(f"unknown launcher {launcher!r}; valid launchers: {', '.join(LAUNCHERS)}")
     if workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
-    todo = [j for j in jobs if not already_done(j)]
+    todo = [j for j in jobs if not (skip_done and already_done(j))]
     counts = {"skipped": len(jobs) - len(todo), "done": 0, "elsewhere": 0, "failed": 0}
     tier = jobs[0].tier if jobs else "paper"  # a sweep runs one tier
     threads = threads or TIER_THREADS[tier] or max(1, (os.cpu_count() or 1) // workers)
@@ -239,13 +242,13 @@ def run_sweep(jobs: list[Job], workers: int = 1, launcher: str = "local", device
             while pending:
                 mine, held = [], []
                 for job in pending:
-                    if already_done(job):  # finished by another sweep since
-                        counts["elsewhere"] += 1
-                        bar.update()
-                        continue
                     lock = claim(job)
                     if lock is None:
                         held.append(job)
+                    elif skip_done and already_done(job):  # another sweep finished it before we claimed it
+                        release(lock)
+                        counts["elsewhere"] += 1
+                        bar.update()
                     else:
                         mine.append((job, lock))
                 locks = dict(mine)

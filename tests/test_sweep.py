@@ -103,3 +103,21 @@ def test_a_lock_of_a_live_sweep_is_respected_and_a_dead_ones_is_taken_over(monke
     release(lock)
     lock.write_text(json.dumps({"host": "elsewhere.example", "pid": 1, "token": "remote"}))
     assert claim(job) is None  # another host's owner cannot be checked: left alone
+
+
+def test_reproduce_runs_afresh_apart_from_the_committed_records_and_prints_verdicts(tmp_path, capsys):
+    from common.cli import main
+    name = _real_paper()
+    committed = sorted((ROOT / "results").rglob("*.json"))
+    local = tmp_path / "local"
+    for _ in range(2):
+        assert main(["reproduce", name, "--tier", "smoke", "--results", str(local), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"{name}/smoke: 1 run(s) (seeds 0)" in out and "afresh" in out
+    assert "ours (this machine)" in out and "claims as expected.yaml records" in out
+    assert len(list((local / name / "smoke").glob("*.json"))) == 2  # the second call ran the seed again
+    assert main(["reproduce", name, "--tier", "smoke", "--results", str(local), "--resume"]) == 0
+    assert len(list((local / name / "smoke").glob("*.json"))) == 2  # --resume keeps finished runs
+    assert sorted((ROOT / "results").rglob("*.json")) == committed  # the reference records are untouched
+    assert main(["reproduce", name, "--results", str(ROOT / "results")]) == 2
+    assert "the committed reference folder" in capsys.readouterr().err
