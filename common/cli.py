@@ -1,4 +1,4 @@
-"""The `repro` command line: list, run, check, report, sweep, reproduce."""
+"""The `repro` command line: list, run, check, report, sweep, reproduce, show, export."""
 from __future__ import annotations
 
 import argparse
@@ -136,6 +136,16 @@ def cmd_reproduce(args) -> int:
                      device=args.device)
 
 
+def cmd_export(args) -> int:
+    from common.export import export
+    return export(args.tier, args.format, args.out)
+
+
+def cmd_show(args) -> int:
+    from common.export import show
+    return show(args.paper, args.tier)
+
+
 def cmd_sweep(args) -> int:
     from common.sweep import plan, run_sweep
     seeds = [args.seed] if args.seed is not None else None if args.seeds is None else list(range(args.seeds))
@@ -186,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
                            help="continue an interrupted reproduction: keep its finished runs, resume the others")
     reproduce.add_argument("--device", default="auto")
     reproduce.set_defaults(func=cmd_reproduce)
+
+    export = sub.add_parser("export", help="every record as data: one row per run and metric")
+    export.add_argument("--tier", default="cpu")
+    export.add_argument("--format", default="csv", help="csv (default; to stdout without --out) or parquet")
+    export.add_argument("--out", type=Path, help="the file to write")
+    export.set_defaults(func=cmd_export)
+
+    show = sub.add_parser("show", help="a paper's claim table, judged on the committed records")
+    show.add_argument("paper")
+    show.add_argument("--tier", default="cpu")
+    show.set_defaults(func=cmd_show)
 
     sweep = sub.add_parser("sweep", help="fan out papers x seeds x configs")
     sweep.add_argument("papers", nargs="+")

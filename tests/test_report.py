@@ -120,3 +120,23 @@ def test_diverged_failed_and_pilot_runs_are_listed(tmp_path, results_dir):
     assert "loss = nan at step 7" in unfinished and "RuntimeError: boom" in unfinished
     pilots = text[text.index("## Pilot runs"):]
     assert re.search(rf"\| {name} +\| cpu +\| — +\| +2 \| lr=0.1", pilots)
+
+
+def test_export_gives_one_row_per_run_and_metric_and_show_prints_a_papers_claims(tmp_path, capsys):
+    import pandas as pd
+    from common.records import scan
+    out = tmp_path / "runs.csv"
+    assert main(["export", "--tier", "cpu", "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    for paper in (p for p in PAPERS.values() if p.implemented):
+        runs, _ = scan(paper.name, "cpu")
+        rows = frame[frame["paper"] == paper.name]
+        assert len(rows) == sum(max(1, len(r.record["metrics"])) for r in runs)
+        assert rows.groupby("run_id")["judged"].first().sum() <= len(runs)
+    first = next(p for p in PAPERS.values() if p.implemented)
+    assert main(["show", first.name]) == 0
+    printed = capsys.readouterr().out
+    from common.checks import expected_path, load_expected
+    cpu_claims = [c.id for c in load_expected(expected_path(first)).claims if "cpu" in c.checks]
+    assert "seeds passing" in printed and all(c in printed for c in cpu_claims)
+    assert main(["export", "--format", "parquet"]) == 2
