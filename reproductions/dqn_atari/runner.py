@@ -59,7 +59,7 @@ CONFIG = {
     "heldout_states": 1000,         # Fig. 2: states collected by a random policy before training
     "ablation_no_replay": False,    # also train an agent without replay: ...
     "no_replay_memory": 32,         # ... that learns from its 32 newest transitions (one minibatch)
-    "bf16": True,                   # bfloat16 autocast for the network (README, Speed)
+    "bf16": False,                  # bfloat16 autocast for the network: fast only with native bf16 (README)
     "compile": False,               # torch.compile the loss and the RMSProp step
     "checkpoint_every": 250_000,    # agent frames between resume checkpoints
     "checkpoint_replay": False,     # also save the replay memory (7 GB at 1M frames)
@@ -75,7 +75,7 @@ TIERS = {
     "cpu": {"games": ["qbert"], "frames": 200_000, "update_every": 4, "replay_size": 100_000,
             "learning_starts": 10_000, "eps_frames": 50_000, "target_update": 2_500, "eval_every": 20_000,
             "eval_steps": 2_500, "final_eval_episodes": 32, "final_eval_steps": 20_000, "heldout_states": 500,
-            "ablation_no_replay": True, "compile": True, "checkpoint_every": 40_000},
+            "ablation_no_replay": True, "compile": True, "checkpoint_every": 40_000, "checkpoint_replay": True},
 }
 FEW_STEPS = {"frames": 16, "replay_size": 64, "learning_starts": 8, "eval_every": 8, "eval_steps": 8,
              "eval_episodes": 1, "final_eval_episodes": 1, "final_eval_steps": 8, "heldout_states": 8,
