@@ -254,6 +254,8 @@ def run_one(paper_name: str, tier: str, seed: int, overrides: dict | None = None
         "wall_time_s": wall, "segments": ctx.segments, "stage_seconds": ctx.stage_seconds,
         "hardware": hardware(torch_device), "versions": versions(tuple(runner.LIBRARIES)),
         "throughput": ctx.throughput, "artifacts": ctx.artifacts,
+        # a runner measures its rates over the steps this process ran: after a resume, the last segment's
+        "throughput_covers": "the whole run" if len(ctx.segments) == 1 else "the last segment",
     }
     write_run(record, ctx.curves, ctx.arrays if status == "ok" else {})  # adds the record's sha256
     shutil.rmtree(ckpt, ignore_errors=True)  # a finished run, whatever its status, is not resumed

@@ -102,6 +102,7 @@ def test_resume_continues_a_killed_run_to_the_same_result(toy, monkeypatch):
     assert first["resumed_after"] == [] and "train" in second["resumed_after"]
     assert resumed["wall_time_s"] == pytest.approx(first["wall_time_s"] + second["wall_time_s"], abs=2e-3)
     assert resumed["started_at"] == first["started_at"]
+    assert resumed["throughput_covers"] == "the last segment" and reference["throughput_covers"] == "the whole run"
     latest = max(_records(toy), key=lambda p: json.loads(p.read_text())["started_at"])
     curves = load_run(latest).curves()
     assert list(curves["step"]) == list(range(6))
