@@ -97,7 +97,7 @@ def test_the_urnn_learns_the_copying_task_below_its_memoryless_baseline():
 @pytest.mark.parametrize("item, message", [
     ("models=urnn,gru", "models: unknown 'gru'; valid: urnn, lstm, rnn_tanh, irnn"),
     ("hidden.urnn=0", "hidden must be >= 1"), ("hidden=urnn:128", "hidden: is a section"),
-    ("copying_lengths=0", "copying_lengths"), ("lr=fast", "lr takes a float"),
+    ("copying_lengths=0", "copying_lengths"), ("lr=fast", "lr takes a finite float"),
 ])
 def test_bad_settings_are_usage_errors(item, message, tmp_path, monkeypatch, capsys):
     line = assert_usage_error("urnn", item, tmp_path=tmp_path, monkeypatch=monkeypatch, capsys=capsys)
