@@ -8,10 +8,10 @@ job runs with --resume, so an interrupted sweep continues where it stopped.
 
 Sweeps started side by side (on one machine, or on hosts sharing the project folder) split the work:
 a sweep claims each job by creating its lock file atomically (`.cache/locks/<job>.lock`, holding the
-owner's host and pid) and skips a job another sweep holds; it waits for those at the end of the wave
-and then counts them as done elsewhere, or runs them itself if their owner failed. A lock whose owner
-process is gone (same host) is taken over; a lock held from another host is left alone until it is
-released or removed by hand.
+owner's host and pid, touched every minute while it runs) and skips a job another sweep holds; it
+waits for those at the end of the wave and then counts them as done elsewhere, or runs them itself if
+their owner failed. A lock is taken over when its owner process is gone (same host) or when it has not
+been touched for 10 minutes (any host: a sweep killed with its machine).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -126,6 +127,22 @@ def already_done(job: Job) -> bool:
 # -- claiming jobs ------------------------------------------------------------------------------------
 TAKEOVER_SETTLE_S = 0.2   # after creating a lock, how long to wait before checking it is still ours
 POLL_S = 5.0              # how often a sweep looks at jobs another sweep holds
+HEARTBEAT_S = 60.0        # a live sweep touches its locks this often ...
+EXPIRE_S = 600.0          # ... so a lock untouched this long is abandoned, whichever host wrote it
+_held: set[Path] = set()  # the locks this process holds, kept fresh by the heartbeat
+
+
+def _heartbeat() -> None:
+    while True:
+        time.sleep(HEARTBEAT_S)
+        for lock in list(_held):
+            try:
+                os.utime(lock)
+            except FileNotFoundError:
+                pass
+
+
+_heartbeat_thread = threading.Thread(target=_heartbeat, name="sweep-lock-heartbeat", daemon=True)
 
 
 def job_name(job: Job) -> str:
@@ -140,16 +157,17 @@ def _owner() -> dict:
 
 
 def _abandoned(path: Path) -> bool:
-    """True when the lock's owner is a process of this host that no longer exists."""
+    """True when the lock's owner is gone: a process of this host that no longer exists, or any owner
+    whose heartbeat stopped `EXPIRE_S` ago (a sweep killed on a host that is gone too)."""
     try:
+        stale = time.time() - path.stat().st_mtime > EXPIRE_S
         owner = json.loads(path.read_text())
     except FileNotFoundError:
         return False  # released meanwhile: the next claim creates it afresh
     except (OSError, ValueError):  # being written, or a broken file: abandoned only once it is old
-        try:
-            return time.time() - path.stat().st_mtime > 60
-        except FileNotFoundError:
-            return False
+        return stale
+    if stale:
+        return True
     if owner.get("host") != socket.gethostname():
         return False
     try:
@@ -181,11 +199,16 @@ def claim(job: Job) -> Path | None:
             mine = json.loads(path.read_text()).get("token") == me["token"]
         except (OSError, ValueError):
             mine = False
+        if mine:
+            _held.add(path)
+            if not _heartbeat_thread.is_alive():
+                _heartbeat_thread.start()
         return path if mine else None
     return None
 
 
 def release(lock: Path) -> None:
+    _held.discard(lock)
     lock.unlink(missing_ok=True)
 
 

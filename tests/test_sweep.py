@@ -102,7 +102,11 @@ def test_a_lock_of_a_live_sweep_is_respected_and_a_dead_ones_is_taken_over(monke
     assert claim(job) == lock and json.loads(lock.read_text())["pid"] == os.getpid()  # taken over
     release(lock)
     lock.write_text(json.dumps({"host": "elsewhere.example", "pid": 1, "token": "remote"}))
-    assert claim(job) is None  # another host's owner cannot be checked: left alone
+    assert claim(job) is None  # another host's live owner cannot be checked: left alone ...
+    old = lock.stat().st_mtime - 11 * 60
+    os.utime(lock, (old, old))
+    assert claim(job) == lock  # ... until its heartbeat has stopped for 10 minutes
+    release(lock)
 
 
 def test_reproduce_runs_afresh_apart_from_the_committed_records_and_prints_verdicts(tmp_path, capsys):
