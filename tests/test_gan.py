@@ -10,11 +10,10 @@ import torch
 from scipy import stats
 from scipy.special import logsumexp
 
-from common.data import available
 from reproductions.gan import runner
 from reproductions.gan.gan import (Discriminator, Generator, Maxout, discriminator_loss, generator_loss,
                                    nearest_neighbour, parzen_log_likelihood, sample_noise, select_sigma)
-from tests.conftest import assert_usage_error
+from tests.conftest import assert_usage_error, require_datasets
 from tests.resume import kill_then_resume
 
 
@@ -251,8 +250,8 @@ def test_bad_settings_are_usage_errors_before_anything_loads(item, key, tmp_path
 
 
 # -- resume: a run killed mid-training and resumed ends where an uninterrupted run ends ------------------
-@pytest.mark.skipif(not available("mnist"), reason="mnist dataset missing (set REPRO_DATA_DIR)")
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
+    require_datasets("mnist")
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"]}
     # killed at the 17th log call: in the second epoch of the main run, after two checkpoints
     reference, resumed, ctx, ckpt = kill_then_resume("gan", runner.run, cfg, tmp_path, kill_at_log_call=17)
@@ -264,8 +263,8 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     assert len(rows) == len(set(rows))
 
 
-@pytest.mark.skipif(not available("mnist"), reason="mnist dataset missing (set REPRO_DATA_DIR)")
 def test_ablation_and_main_run_share_their_start():
+    require_datasets("mnist")
     """Both losses start from the same networks and streams: one step of each gives the same D update."""
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"]}
     data = runner.load_data(cfg)

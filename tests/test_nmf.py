@@ -244,11 +244,10 @@ def test_bad_settings_are_usage_errors_before_anything_loads(item, key, tmp_path
 
 
 def test_a_killed_run_resumes_with_the_same_metrics(tmp_path, monkeypatch):
-    from common.data import available
     from reproductions.nmf import runner
+    from tests.conftest import require_datasets
     from tests.resume import kill_then_resume
-    if not available("cbcl-faces"):
-        pytest.skip("cbcl-faces dataset missing (set REPRO_DATA_DIR)")
+    require_datasets("cbcl-faces")
     fits, train = [], runner.train
     monkeypatch.setattr(runner, "train", lambda V, W, H, rule, data, *a: fits.append((data, rule)) or
                         train(V, W, H, rule, data, *a))

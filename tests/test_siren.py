@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from common.data import available
 from reproductions.siren import runner
 from reproductions.siren.siren import (MLP, PosEncoding, Siren, divergence, get_mgrid, gradient, laplacian,
                                        make_model, nyquist_frequencies)
 from tests.resume import kill_then_resume
+from tests.conftest import require_datasets
 
 
 @pytest.fixture(autouse=True)
@@ -167,8 +167,8 @@ def test_sobel_scale_used_for_poisson_reconstruction():
     assert abs(g[size // 2, size // 2, 1]) < 1e-9
 
 
-@pytest.mark.skipif(not available("siren"), reason="siren dataset missing (set REPRO_DATA_DIR)")
 def test_image_loading_range_and_area_average():
+    require_datasets("siren")
     big = runner.load_image(512)
     small = runner.load_image(128)
     assert big.shape == (512, 512) and small.shape == (128, 128)
@@ -176,8 +176,8 @@ def test_image_loading_range_and_area_average():
     np.testing.assert_allclose(small[3, 5], big[12:16, 20:24].mean(), atol=1e-5)
 
 
-@pytest.mark.skipif(not available("siren"), reason="siren dataset missing (set REPRO_DATA_DIR)")
 def test_audio_crop_keeps_full_clip_coordinates():
+    require_datasets("siren")
     cfg = {**runner.CONFIG, "audio_start_s": 2.0, "audio_seconds": 0.01}
     t, y, rate, n_full = runner.load_audio(cfg)
     assert rate == 44100 and n_full == 308207 and len(t) == 441
@@ -187,8 +187,8 @@ def test_audio_crop_keeps_full_clip_coordinates():
 
 
 # -- resume: a run killed mid-fit and resumed ends where an uninterrupted run ends --------------------
-@pytest.mark.skipif(not available("siren"), reason="siren dataset missing (set REPRO_DATA_DIR)")
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
+    require_datasets("siren")
     cfg = {**runner.CONFIG, **runner.TIERS["smoke"], "image_steps": 8, "poisson_steps": 4, "audio_steps": 4,
            "log_every": 1, "checkpoint_every": 3}
     # killed at the 25th log call: inside the image fits, after some checkpoints
@@ -211,8 +211,8 @@ def test_bad_settings_are_usage_errors_before_anything_loads(item, key, tmp_path
 
 
 # -- divergence is data: a model that goes NaN ends its own fit, not the run ---------------------------
-@pytest.mark.skipif(not available("siren"), reason="siren dataset missing (set REPRO_DATA_DIR)")
 def test_a_model_that_diverges_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    require_datasets("siren")
     from tests.resume import smoke_context
     step = runner.mse_step
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from common.data import available
 from reproductions.vae import runner
 from reproductions.vae.vae import VAE, kl_to_standard_normal, log_px_importance
 from tests.conftest import assert_usage_error, require_datasets
@@ -118,8 +117,8 @@ def test_the_prior_adds_weight_decay_of_one_over_n():
     assert trainer.prior_scale == pytest.approx(1 / 200)
 
 
-@pytest.mark.skipif(not available("frey-faces"), reason="frey-faces dataset missing (set REPRO_DATA_DIR)")
 def test_frey_split_is_fixed_disjoint_and_scaled():
+    require_datasets("frey-faces")
     cfg = {**runner.CONFIG}
     a, b = runner.load_frey(cfg), runner.load_frey(cfg)
     assert a["test"].shape == (200, 560) and a["train"].shape == (1765, 560)
@@ -129,8 +128,8 @@ def test_frey_split_is_fixed_disjoint_and_scaled():
     assert not any(tuple(r.tolist()) in train_rows for r in a["test"])
 
 
-@pytest.mark.skipif(not available("mnist"), reason="mnist dataset missing (set REPRO_DATA_DIR)")
 def test_mnist_evaluation_images_are_binary_and_fixed_across_seeds():
+    require_datasets("mnist")
     cfg = {**runner.CONFIG, "eval_train": 100}
     torch.manual_seed(1)
     a = runner.load_mnist(cfg)
