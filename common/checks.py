@@ -292,6 +292,11 @@ class Verdict:
         return f"{self.seeds_passing}/{len(self.seed_values)}" if self.seed_values else ""
 
     @property
+    def ours(self) -> str:
+        """The across-seed statistic with its interval, or why there is none."""
+        return self.summary.format() if self.summary else self.note
+
+    @property
     def expected(self) -> str:
         return self.claim.expected[self.tier]
 

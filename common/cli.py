@@ -103,10 +103,9 @@ def cmd_check(args) -> int:
             notes.append(f"{paper.name}/{args.tier}: superseded, not judged: {run.path.name} "
                          f"({superseded_why(run, result.judged)})")
         for v in verdicts:
-            ours = v.summary.format() if v.summary else v.note
             flag = "ok" if v.matches else "MISMATCH"
             rows.append((f"{paper.name}/{v.claim.id}", v.claim.kind, v.claim.rule, v.claim.checks[args.tier].text,
-                         ours, v.seeds or "-", v.status, v.expected, flag))
+                         v.ours, v.seeds or "-", v.status, v.expected, flag))
     if rows:
         widths = [max(len(str(r[i])) for r in rows + [_HEADER]) for i in range(len(_HEADER))]
         for row in [_HEADER] + rows:

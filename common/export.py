@@ -63,7 +63,7 @@ def show(paper_name: str, tier: str) -> int:
     result = check_paper(paper, tier)
     rows = [{"claim": v.claim.id, "kind": v.claim.kind, "rule": v.claim.rule,
              "paper": "—" if v.claim.paper_value is None else str(v.claim.paper_value),
-             "ours": v.summary.format() if v.summary else v.note, "seeds passing": v.seeds or "-",
+             "ours": v.ours, "seeds passing": v.seeds or "-",
              "status": v.status} for v in result.verdicts]
     with pd.option_context("display.max_colwidth", 70, "display.width", 250):
         print(pd.DataFrame(rows).to_string(index=False) if rows else f"no claims have a check at tier {tier}")

@@ -47,10 +47,6 @@ def expected_minutes(paper: str, tier: str, seeds: int, workers: int, reference:
     return math.ceil(seeds / workers) * sum(walls) / len(walls) / 60
 
 
-def _ours(v: Verdict) -> str:
-    return v.summary.format() if v.summary else v.note
-
-
 def verdict_table(fresh: list[Verdict], reference: list[Verdict]) -> pd.DataFrame:
     by_id = {v.claim.id: v for v in reference}
     rows = []
@@ -58,8 +54,8 @@ def verdict_table(fresh: list[Verdict], reference: list[Verdict]) -> pd.DataFram
         ref = by_id.get(v.claim.id)
         rows.append({"claim": v.claim.id, "kind": v.claim.kind,
                      "paper": "—" if v.claim.paper_value is None else str(v.claim.paper_value),
-                     "ours (this machine)": _ours(v), "seeds passing": v.seeds or "-", "status": v.status,
-                     "committed": f"{ref.status}: {_ours(ref)}" if ref else "—",
+                     "ours (this machine)": v.ours, "seeds passing": v.seeds or "-", "status": v.status,
+                     "committed": f"{ref.status}: {ref.ours}" if ref else "—",
                      "as recorded": "yes" if v.matches else "NO"})
     return pd.DataFrame(rows)
 

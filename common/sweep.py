@@ -160,14 +160,13 @@ def _abandoned(path: Path) -> bool:
     """True when the lock's owner is gone: a process of this host that no longer exists, or any owner
     whose heartbeat stopped `EXPIRE_S` ago (a sweep killed on a host that is gone too)."""
     try:
-        stale = time.time() - path.stat().st_mtime > EXPIRE_S
+        if time.time() - path.stat().st_mtime > EXPIRE_S:
+            return True
         owner = json.loads(path.read_text())
     except FileNotFoundError:
         return False  # released meanwhile: the next claim creates it afresh
     except (OSError, ValueError):  # being written, or a broken file: abandoned only once it is old
-        return stale
-    if stale:
-        return True
+        return False
     if owner.get("host") != socket.gethostname():
         return False
     try:
