@@ -110,12 +110,15 @@ def merge(base: dict, changes: dict) -> dict:
 
 def resolve(runner: ModuleType, tier: str, overrides: dict, point=None) -> dict:
     """CONFIG <- TIERS[tier] <- the point's settings <- `--set` overrides (`point` is an
-    `experiments.Point` or None)."""
+    `experiments.Point` or None), restricted to the point's scope when it has one."""
     check_tier(tier)
     cfg = merge(runner.CONFIG, runner.TIERS.get(tier, {}))
     if point is not None:
         cfg = merge(cfg, point.settings)
-    return merge(cfg, overrides)
+    cfg = merge(cfg, overrides)
+    if point is not None and point.scope is not None:
+        cfg = {key: value for key, value in cfg.items() if key in point.scope}
+    return cfg
 
 
 def validate(runner: ModuleType, cfg: dict) -> None:

@@ -33,6 +33,13 @@ class Point:
     labels: dict                                   # e.g. {"algo": "bear", "dataset": "random"}
     settings: dict                                 # config overrides (dotted keys allowed)
     requires: dict = field(default_factory=dict)   # artifact name -> Needs
+    # the top-level config keys the point's run reads; None: all. A scoped point's config, its hash and
+    # the address of what it publishes leave the other keys out, so changing them neither reruns it in a
+    # sweep nor rebuilds its artifacts (a generated dataset does not depend on the learner's settings)
+    scope: tuple[str, ...] | None = None
+    # the seeds a sweep runs this point with; None: the tier's. A point made once for every seed (its
+    # consumers' Needs give a fixed seed) names that seed, so a sweep does not make it again per seed
+    seeds: tuple[int, ...] | None = None
 
     def matches(self, selector: dict) -> bool:
         return all(str(self.labels.get(k)) == str(v) for k, v in selector.items())
@@ -42,7 +49,7 @@ def point_name(labels: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
-def grid(requires: dict | None = None, **axes) -> list[Point]:
+def grid(requires: dict | None = None, scope: tuple[str, ...] | None = None, **axes) -> list[Point]:
     """Every combination of the axes. An axis is a list of values for the config key of the same
     name, or a mapping label -> settings (`pretrain_size={"2k": {"pretrain_size": 2000}}`)."""
     choices = []
@@ -55,7 +62,7 @@ def grid(requires: dict | None = None, **axes) -> list[Point]:
     for combo in itertools.product(*choices):
         labels = {key: label for key, label, _ in combo}
         settings = {k: v for _, _, s in combo for k, v in s.items()}
-        points.append(Point(point_name(labels), labels, settings, dict(requires or {})))
+        points.append(Point(point_name(labels), labels, settings, dict(requires or {}), scope))
     return points
 
 

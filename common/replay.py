@@ -158,3 +158,59 @@ def to_device(tensors: tuple[torch.Tensor, ...], device: torch.device | str | No
     if device.type == "cuda":
         return tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)
     return tuple(t.to(device) for t in tensors)
+
+
+TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals")
+
+
+class TransitionReplay:
+    """A ring of flat transitions (s, a, r, s', terminal) held as tensors on the learner's device, for
+    continuous control: a minibatch is one random index tensor and one gather per field, with no copy
+    between host and device. An offline dataset is the same object filled once (`from_arrays`)."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str = "cpu"):
+        if capacity < 1:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.capacity, self.device = capacity, torch.device(device)
+        shapes = {"observations": (obs_dim,), "actions": (act_dim,), "rewards": (),
+                  "next_observations": (obs_dim,), "terminals": ()}
+        self.data = {k: torch.zeros(capacity, *shape, device=self.device) for k, shape in shapes.items()}
+        self.size, self.cursor = 0, 0
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, device: torch.device | str = "cpu") -> "TransitionReplay":
+        n, obs_dim = arrays["observations"].shape
+        replay = cls(n, obs_dim, arrays["actions"].shape[1], device)
+        replay.add({k: arrays[k] for k in TRANSITION_FIELDS})
+        return replay
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, transitions: dict) -> None:
+        """Append a batch of transitions (arrays or tensors with a leading batch dimension)."""
+        n = len(transitions["rewards"])
+        index = (self.cursor + torch.arange(n)) % self.capacity
+        for key in TRANSITION_FIELDS:
+            self.data[key][index.to(self.device)] = torch.as_tensor(
+                transitions[key], dtype=torch.float32).reshape(n, *self.data[key].shape[1:]).to(self.device)
+        self.cursor = (self.cursor + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        index = torch.randint(self.size, (batch_size,), device=self.device, generator=generator)
+        return {k: v[index] for k, v in self.data.items()}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The stored transitions, oldest first, as float32 numpy arrays."""
+        order = (torch.arange(self.size) + (self.cursor if self.size == self.capacity else 0)) % self.capacity
+        return {k: v[order.to(self.device)].cpu().numpy() for k, v in self.data.items()}
+
+    def state_dict(self) -> dict:
+        return {"data": {k: v[:self.size].cpu() for k, v in self.data.items()} if self.size < self.capacity
+                else {k: v.cpu() for k, v in self.data.items()}, "size": self.size, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.cursor = int(state["size"]), int(state["cursor"])
+        for k, v in state["data"].items():
+            self.data[k][:len(v)] = v.to(self.device)

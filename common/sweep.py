@@ -92,7 +92,8 @@ def plan(papers: list[str], tier: str, seeds: list[int] | None, sets: list[str],
             overrides = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                                      for k, v in {**fixed, **dict(values)}.items()))
             for point in chosen or [None]:
-                for seed in paper_seeds:
+                for seed in (paper_seeds if point is None or point.seeds is None
+                             else [s for s in point.seeds if s in paper_seeds]):
                     jobs += _with_producers(Job(name, tier, seed, overrides, point and point.name), runner,
                                             all_points)
     unique = list(dict.fromkeys(replace(job, pilot=pilot) for job in jobs))

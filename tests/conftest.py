@@ -34,6 +34,23 @@ def require_datasets(*names: str) -> None:
     pytest.skip(message)
 
 
+def covering_points(runner, tier: str) -> list:
+    """A few points of a tier with points, in order, such that every value of every label appears in
+    one of them (every algorithm, every dataset, every environment); [None] for a tier without points.
+    Their producers are built by the harness when a chosen point needs them."""
+    from common.experiments import tier_points
+    points = tier_points(runner, tier)
+    if not points:
+        return [None]
+    seen, chosen = set(), []
+    for point in points:
+        pairs = set(point.labels.items())
+        if not pairs <= seen:
+            chosen.append(point)
+            seen |= pairs
+    return chosen
+
+
 def implemented_names() -> list[str]:
     return [p.name for p in implemented_papers()]
 

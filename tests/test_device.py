@@ -9,7 +9,8 @@ from torch import nn
 
 from common.config import resolve
 from common.papers import get_paper
-from tests.conftest import implemented_names, require_datasets
+from common.runs import run_one
+from tests.conftest import covering_points, implemented_names, require_datasets
 from tests.device_probe import DeviceProbe
 from tests.resume import smoke_context
 
@@ -96,13 +97,22 @@ def test_the_probe_catches(mistake):
 
 
 @pytest.mark.parametrize("name", implemented_names())
-def test_runner_keeps_models_and_batches_on_ctx_device(name, tmp_path):
+def test_runner_keeps_models_and_batches_on_ctx_device(name, tmp_path, monkeypatch):
     runner = get_paper(name).runner()
     require_datasets(*runner.DATASETS)
-    cfg = resolve(runner, "smoke", runner.FEW_STEPS)
-    ctx = smoke_context(name, tmp_path, resume=False)
-    torch.manual_seed(0)
-    with DeviceProbe(ctx.device) as probe:
-        runner.run(cfg, ctx)
+    points = covering_points(runner, "smoke")
+    if points == [None]:
+        cfg = resolve(runner, "smoke", runner.FEW_STEPS)
+        ctx = smoke_context(name, tmp_path, resume=False)
+        torch.manual_seed(0)
+        with DeviceProbe(ctx.device) as probe:
+            runner.run(cfg, ctx)
+    else:  # through the harness, which hands the artifacts from point to point
+        monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+        monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
+        with DeviceProbe(CPU) as probe:
+            for point in points:
+                record = run_one(name, "smoke", 0, dict(runner.FEW_STEPS), device="cpu", quiet=True, point=point.name)
+                assert record["status"] == "ok", record["reason"]
     assert not probe.violations, f"{name}: {probe.report()}"
     assert probe.device_ops, f"{name}: nothing was ever put on ctx.device"

@@ -9,15 +9,18 @@ from common.papers import ROOT, TIER_NAMES, UsageError, get_paper
 from common.records import judged_runs, scan
 from common.records import results_dir as current_results_dir
 from common.config import flat_keys, lookup, resolve
-from tests.conftest import assert_usage_error, implemented_names, require_datasets
+from common.experiments import tier_points
+from tests.conftest import assert_usage_error, covering_points, implemented_names, require_datasets
 
 PAPERS = implemented_names()
 
 
-def _only_record(folder):
-    records = sorted(folder.glob("*.json"))
-    assert len(records) == 1, records
-    return json.loads(records[0].read_text())
+def _records(folder) -> dict:
+    """The records in `folder`, by point (None for a tier without points)."""
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    by_point = {r["point"]: r for r in records}
+    assert len(by_point) == len(records), "two records of one point"
+    return by_point
 
 
 @pytest.mark.parametrize("name", PAPERS)
@@ -27,26 +30,45 @@ def test_smoke_is_deterministic_and_meets_its_smoke_expectations(name, results_d
     metrics = []
     for attempt in range(2):
         monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / f"attempt{attempt}"))
+        monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / f"cache{attempt}"))  # artifacts made afresh too
         assert main(["run", name, "--tier", "smoke", "--seed", "0", "--quiet"]) == 0
-        record = _only_record(tmp_path / f"attempt{attempt}" / name / "smoke")
-        assert record["status"] == "ok", record["reason"]
-        metrics.append(record["metrics"])
+        records = _records(tmp_path / f"attempt{attempt}" / name / "smoke")
+        assert len(records) == len(tier_points(runner, "smoke")) or list(records) == [None]
+        for record in records.values():
+            assert record["status"] == "ok", (record["point"], record["reason"])
+        metrics.append({point: record["metrics"] for point, record in records.items()})
     assert metrics[0] == metrics[1]  # bit-identical on CPU
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "attempt0"))
     assert main(["check", name, "--tier", "smoke"]) == 0
 
 
 @pytest.mark.parametrize("name", PAPERS)
-def test_paper_tier_runs_for_a_few_steps(name, results_dir):
+def test_paper_tier_runs_for_a_few_steps(name, results_dir, tmp_path, monkeypatch):
+    """The paper tier, cut to FEW_STEPS; with points, enough of them that every label value runs."""
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
     runner = get_paper(name).runner()
     require_datasets(*runner.DATASETS)
-    sets = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in runner.FEW_STEPS.items()]
-    argv = ["run", name, "--tier", "paper", "--seed", "0", "--quiet"]
-    for item in sets:
-        argv += ["--set", item]
-    assert main(argv) == 0
-    record = _only_record(results_dir / name / "paper")
-    assert record["status"] == "ok", record["reason"]
-    assert record["config"] == resolve(runner, "paper", runner.FEW_STEPS)
+    sets = [f"{k}={v}" for k, v in flat_items(runner.FEW_STEPS)]
+    chosen = covering_points(runner, "paper")
+    for point in chosen:
+        argv = ["run", name, "--tier", "paper", "--seed", "0", "--quiet"] + (["--point", point.name] if point else [])
+        for item in sets:
+            argv += ["--set", item]
+        assert main(argv) == 0
+    records = _records(results_dir / name / "paper")
+    for point in chosen:
+        record = records[point and point.name]
+        assert record["status"] == "ok", record["reason"]
+        assert record["config"] == resolve(runner, "paper", runner.FEW_STEPS, point)
+
+
+def flat_items(settings: dict, prefix: str = ""):
+    """FEW_STEPS as `--set` items: nested sections as dotted keys, lists comma-joined."""
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            yield from flat_items(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", ",".join(map(str, value)) if isinstance(value, list) else value
 
 
 @pytest.mark.parametrize("name", PAPERS)
