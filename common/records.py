@@ -220,7 +220,8 @@ def judged_runs(runs: list[LoadedRun], runner, tier: str) -> tuple[list[LoadedRu
 
 def superseded_why(run: LoadedRun, judged: list[LoadedRun]) -> str:
     """Why a superseded run is not judged: a later run of its seed, or a config the tier no longer has."""
+    from common.config import _as_json
     later = next((r for r in judged if r.seed == run.seed and r.point == run.point
-                  and r.record["config_hash"] == run.record["config_hash"]), None)
+                  and _as_json(r.config) == _as_json(run.config)), None)  # read as today's CONFIG types it
     return f"replaced by {later.path.name}, a later run of the same seed and config" if later else \
         "its config is no longer the tier's"
