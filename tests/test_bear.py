@@ -281,3 +281,48 @@ def test_validate_names_what_was_wrong_and_what_is_valid(setting, key):
     from common.papers import UsageError
     with pytest.raises(UsageError, match=key.replace(".", r"\.")):
         runner.validate(resolve(runner, "smoke", parse_sets(runner, [setting])))
+
+
+# -- resuming ------------------------------------------------------------------------------------
+def _data_cfg():
+    data_point = next(p for p in runner.POINTS["smoke"] if p.name == "stage=data,env=hopper")
+    return resolve(runner, "smoke", {}, data_point)
+
+
+def test_a_killed_behaviour_run_resumes_exactly_where_it_stopped(tmp_path):
+    """Killed after its first checkpoint (the first episode end after the first evaluation), resumed:
+    the same snapshots, evaluations and replay as an uninterrupted run."""
+    from reproductions.bear.behaviour import train_behaviour
+    from tests.resume import kill_then_resume
+    cfg = _data_cfg()
+
+    def run(cfg, ctx):
+        out = train_behaviour(cfg["envs"][cfg["env"]], cfg["data"], ctx.seed, ctx)
+        return {"returns": out["state"]["returns"], "replay": {k: v.sum().item() for k, v in out["replay"].items()},
+                "episodes": out["state"]["episodes"]}
+
+    reference, resumed, ctx, ckpt = kill_then_resume("bear", run, cfg, tmp_path, kill_at_log_call=30)
+    evaluations_before_kill = [r for r in ctx.curves if "behaviour_eval_return" in r]
+    assert (ckpt / "behaviour.pt").exists() and evaluations_before_kill
+    assert resumed == reference
+
+
+def test_a_killed_training_run_resumes_to_the_same_metrics(tmp_path):
+    from common.context import RunContext
+    from tests.resume import kill_then_resume
+    cfg = _data_cfg()
+    ctx = RunContext(paper="bear", tier="smoke", seed=0, device=torch.device("cpu"), checkpoint_dir=tmp_path / "data",
+                     artifact_prefix=tmp_path / "art", show_progress=False)
+    files = {}
+    ctx.publisher = lambda name, value: files.setdefault(name, value) and {}
+    runner.run(cfg, ctx)
+    train_point = next(p for p in runner.POINTS["smoke"] if p.name == "env=hopper,dataset=random,algo=bear")
+    train_cfg = resolve(runner, "smoke", {}, train_point)
+
+    def run(cfg, ctx):
+        ctx.provider = lambda name: (files[name], {})
+        return runner.run(cfg, ctx)
+
+    reference, resumed, _, ckpt = kill_then_resume("bear", run, train_cfg, tmp_path / "train", kill_at_log_call=8)
+    assert (ckpt / "train.pt").exists()
+    assert resumed == reference

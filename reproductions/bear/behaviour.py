@@ -40,28 +40,34 @@ def train_behaviour(env_id: str, data: dict, seed: int, ctx: RunContext) -> dict
     """SAC on `env_id` for `data["behaviour_steps"]` environment steps, one gradient step per environment
     step after `start_steps` uniformly random ones. Every `eval_every` steps the actor is evaluated
     (`eval_episodes` deterministic episodes) and kept as a snapshot with the replay size at that moment.
-    Checkpointed at every evaluation."""
+
+    Episode i starts from `env.reset(seed=episode_seed(seed, i))`, and the run is checkpointed at the
+    first episode end after each evaluation, so a resumed run continues exactly where the killed one
+    would have (the same episodes, the same random streams)."""
     env = control.make(env_id)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     agent = SAC(obs_dim, act_dim, SACConfig(hidden=tuple(data["sac_hidden"]), lr=data["sac_lr"])).to(ctx.device)
+    optimizers = (agent.actor_opt, agent.critic_opt, agent.temperature_opt)
     replay = TransitionReplay(data["behaviour_steps"], obs_dim, act_dim, ctx.device)
     generator = torch.Generator(ctx.device).manual_seed(seed)
     saved = ctx.restore("behaviour")
-    state = {"step": 0, "snapshots": [], "returns": [], "replay_sizes": [], "episode_return": 0.0,
-             "train_seconds": 0.0}
+    state = {"step": 0, "episodes": 0, "snapshots": [], "returns": [], "replay_sizes": [], "update_seconds": 0.0,
+             "updates": 0}
     if saved is not None:
         agent.load_state_dict(saved["agent"])
-        for opt, opt_state in zip((agent.actor_opt, agent.critic_opt, agent.temperature_opt), saved["optimizers"]):
+        for opt, opt_state in zip(optimizers, saved["optimizers"]):
             opt.load_state_dict(opt_state)
         replay.load_state_dict(saved["replay"])
         generator.set_state(saved["generator"])
         state = saved["state"]
-    obs, _ = env.reset(seed=seed + state["step"])  # a resumed run starts a new episode
-    env.action_space.seed(seed + state["step"])
-    clock, updates = time.perf_counter(), 0
-    bar = ctx.progress(range(state["step"], data["behaviour_steps"]), f"SAC {env_id}",
-                       total=data["behaviour_steps"] - state["step"])
-    for step in bar:
+
+    def reset():
+        env.action_space.seed(episode_seed(seed, state["episodes"]))
+        return env.reset(seed=episode_seed(seed, state["episodes"]))[0]
+
+    obs, episode_return, pending = reset(), 0.0, False
+    for step in ctx.progress(range(state["step"], data["behaviour_steps"]), f"SAC {env_id}",
+                             total=data["behaviour_steps"] - state["step"]):
         if step < data["start_steps"]:
             action = env.action_space.sample()
         else:
@@ -69,15 +75,13 @@ def train_behaviour(env_id: str, data: dict, seed: int, ctx: RunContext) -> dict
         next_obs, reward, terminated, truncated, _ = env.step(action)
         replay.add({"observations": obs[None], "actions": action[None], "rewards": [reward],
                     "next_observations": next_obs[None], "terminals": [float(terminated)]})
-        state["episode_return"] += reward
+        episode_return += float(reward)
         obs = next_obs
-        if terminated or truncated:
-            ctx.log(step, behaviour_episode_return=state["episode_return"])
-            state["episode_return"] = 0.0
-            obs, _ = env.reset()
         if step >= data["start_steps"]:
+            clock = time.perf_counter()
             agent.update(replay.sample(data["sac_batch"], generator))
-            updates += 1
+            state["update_seconds"] += time.perf_counter() - clock
+            state["updates"] += 1
         if (step + 1) % data["eval_every"] == 0:
             played = control.play(env_id, _policy(agent.actor, ctx.device, deterministic=True), seed=seed + step,
                                   copies=data["eval_episodes"], episodes=data["eval_episodes"])
@@ -85,18 +89,26 @@ def train_behaviour(env_id: str, data: dict, seed: int, ctx: RunContext) -> dict
             state["snapshots"].append({k: v.detach().cpu().clone() for k, v in agent.actor.state_dict().items()})
             state["replay_sizes"].append(len(replay))
             ctx.log(step + 1, behaviour_eval_return=state["returns"][-1])
-            state["step"] = step + 1
-            state["train_seconds"] += time.perf_counter() - clock
-            clock = time.perf_counter()
-            ctx.checkpoint("behaviour", {"agent": agent.state_dict(), "replay": replay.state_dict(),
-                                         "optimizers": [o.state_dict() for o in (agent.actor_opt, agent.critic_opt,
-                                                                                 agent.temperature_opt)],
-                                         "generator": generator.get_state(), "state": state})
-            clock = time.perf_counter()
+            pending = True
+        if terminated or truncated:
+            ctx.log(step, behaviour_episode_return=episode_return)
+            state["episodes"] += 1
+            episode_return = 0.0
+            if pending:  # at an episode's end: a resumed run starts the next episode, as this one will
+                state["step"], pending = step + 1, False
+                ctx.checkpoint("behaviour", {"agent": agent.state_dict(), "replay": replay.state_dict(),
+                                             "optimizers": [o.state_dict() for o in optimizers],
+                                             "generator": generator.get_state(), "state": state})
+            obs = reset()
     env.close()
-    if updates:
-        ctx.record_throughput("behaviour_sac_updates_per_s", updates / max(state["train_seconds"], 1e-9))
+    if state["updates"]:
+        ctx.record_throughput("behaviour_sac_updates_per_s", state["updates"] / max(state["update_seconds"], 1e-9))
     return {"agent": agent, "replay": replay.arrays(), "state": state, "obs_dim": obs_dim, "act_dim": act_dim}
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The reset seed of the behaviour run's `episode`-th episode."""
+    return 1_000_000 * (seed + 1) + episode
 
 
 def pick_snapshots(returns: list[float], medium_fraction: float) -> tuple[int, int]:

@@ -94,8 +94,8 @@ TIERS = {
               "steps": 60, "batch_size": 32, "eval_every": 30, "eval_episodes": 2, "final_evals": 1, "log_every": 10,
               "bear": {"hidden": [32, 32], "vae_hidden": [32, 32], "warmup_steps": 20, "target_samples": 4},
               "sac": {"hidden": [32, 32]}},
-    # see README, Tiers: 100k-transition datasets from 120k steps of a 128-128 SAC; 64-64 nets, 20k updates
-    "cpu": {"data": {"behaviour_steps": 120_000, "start_steps": 5_000, "sac_hidden": [128, 128], "size": 100_000,
+    # see README, Tiers: 100k-transition datasets from 150k steps of a 128-128 SAC; 64-64 nets, 20k updates
+    "cpu": {"data": {"behaviour_steps": 150_000, "start_steps": 5_000, "sac_hidden": [128, 128], "size": 100_000,
                      "eval_every": 5_000},
             "steps": 20_000, "eval_every": 2_000, "eval_episodes": 5, "final_evals": 3, "log_every": 250,
             "bear": {"hidden": [64, 64], "vae_hidden": [128, 128], "warmup_steps": 4_000},
