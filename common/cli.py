@@ -67,7 +67,9 @@ def cmd_run(args) -> int:
         prepare(args.paper, args.tier, overrides, point and point.name)
     failed = 0
     for point in points:
-        for seed in seeds:
+        # a point made once for every seed (Point.seeds) runs with other seeds only when named with --point
+        mine = seeds if args.point or point is None or point.seeds is None else [s for s in seeds if s in point.seeds]
+        for seed in mine:
             record = run_one(args.paper, args.tier, seed, overrides, device=args.device, resume=args.resume,
                              use_wandb=args.wandb, threads=args.threads, quiet=args.quiet,
                              point=point and point.name, pilot=args.pilot)

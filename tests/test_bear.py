@@ -326,3 +326,15 @@ def test_a_killed_training_run_resumes_to_the_same_metrics(tmp_path):
     reference, resumed, _, ckpt = kill_then_resume("bear", run, train_cfg, tmp_path / "train", kill_at_log_call=8)
     assert (ckpt / "train.pt").exists()
     assert resumed == reference
+
+
+def test_repro_run_makes_the_datasets_once_whatever_the_seed(tmp_path, monkeypatch):
+    """`repro run bear --tier smoke --seed 1` runs every algorithm point with seed 1 and the data point
+    only as their producer, with its fixed seed 0 (a data point with seed 1 would be data nobody reads)."""
+    import json
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["run", "bear", "--tier", "smoke", "--seed", "1", "--quiet"]) == 0
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "bear" / "smoke").glob("*.json")]
+    assert sorted((r["point"].startswith("stage=data"), r["seed"]) for r in records) == \
+        [(False, 1)] * 4 + [(True, 0)]
