@@ -20,7 +20,8 @@ and may define
     validate(cfg)        raises `UsageError` for a value out of range or of the wrong kind; called on
                          the resolved config before anything loads, trains or is written
 
-and optionally `figures.py` with `figures(runs, out_dir) -> list[(caption, png_path)]` for the report.
+and optionally `figures.py` with `figures(runs, out_dir)` for the report: (caption, PNG path) and
+(caption, pandas.DataFrame) pairs (the contract is in `common/report.py`).
 """
 from __future__ import annotations
 

@@ -3,11 +3,25 @@
 The report is rebuilt from scratch each time (into a temporary folder that then replaces report/),
 so it never holds anything a run did not produce. Claims and deviations text come from each paper's
 expected.yaml and README; every number comes from a run record.
+
+This module gathers what the report says (a `Report`); `common.report_markdown` writes it as
+REPORT.md, for GitHub, and `common.report_html` as index.html, one self-contained page (its CSS and
+script inline, no fonts or files from elsewhere) from the Jinja2 template in common/report_templates/.
+
+A paper's figures. `reproductions/<paper>/figures.py` may define `figures(runs, out_dir)`. It is
+called with the judged runs that finished (status ok) of the paper's highest tier that has any, and
+returns a list of (caption, item) pairs, in the order the report shows them. An item is either
+  - the path of an image (PNG or SVG) that it wrote under `out_dir`: shown as a picture; or
+  - a pandas.DataFrame: shown as a table, an HTML table in index.html (sortable by any column) and a
+    Markdown table in REPORT.md. Its columns are the header; its index is not shown (call
+    `reset_index()` to show it); every cell is shown as `str(value)`, so format numbers as they
+    should be read.
+A figures() that raises, or returns anything else, is one line in the paper's section saying why,
+in place of its figures: a broken figure never takes the report down.
 """
 from __future__ import annotations
 
 import ctypes
-import html
 import os
 import re
 import shutil
@@ -18,80 +32,142 @@ from pathlib import Path
 
 import pandas as pd
 
-from common.checks import KINDS, ExpectedError, Verdict, check_paper, expected_path, load_expected, required_seeds
+from common.checks import Expected, ExpectedError, Verdict, check_paper, expected_path, load_expected, required_seeds
 from common.experiments import tier_points
 from common.papers import PAPERS, ROOT, TIER_NAMES, Paper
 from common.records import judged_runs, scan, superseded_why
 from common.runs import git_state
 from common.stats import summarize
 
-STATUS_LABEL = {"reproduced": "✅ reproduced", "not_reproduced": "❌ not reproduced", "not_run": "⚪ not run",
-                "planned": "⏳ not implemented yet"}
+POST_HOC = " †"  # marks a claim registered after its results
+JUDGED_STATUSES = ("reproduced", "not_reproduced", "not_run")
+
+# The report's prose, in Markdown: REPORT.md prints it as it is, index.html renders it.
+HOW_TO_READ = (
+    "- Every claim is judged seed by seed; `2/3` says how many seeds pass on their own. The claim's "
+    "rule turns that into a status: `all_seeds` (every seed passes), `majority`, `interval` (the whole "
+    "interval of the mean passes) or `mean` (the across-seed statistic passes).\n"
+    "- Intervals are honest for the number of seeds: below 10 seeds a Student-t interval on the seed "
+    "values (`95% t-interval`), from 10 a percentile bootstrap, for max/min claims the range; each "
+    "names its method and n.\n"
+    "- A claim's kind: a `reproduction` is a result the paper reports; a `protocol` claim a property "
+    "of the method that could fail; a `sanity` check an implementation property (true by "
+    "construction or far from its boundary). Only reproductions count as reproduced.\n"
+    f"- `{POST_HOC.strip()}`: the claim or its threshold was written after its results were seen "
+    "(the claim table says why).")
+MATRIX_INTRO = ("One row per claim; columns are tiers, each with the seeds that pass on their own. "
+                "`—`: the claim has no check at that tier.")
+SUPERSEDED_INTRO = ("Records are never rewritten or deleted. These are not judged: their config is no longer the "
+                    "tier's (or its point's) as the runner resolves it today, or a later run of the same seed "
+                    "and config replaced them.")
+UNFINISHED_INTRO = ("Every committed run that did not finish, judged or not: a divergence is a result. A judged "
+                    "seed that diverged makes its claims not reproduced.")
+NO_UNFINISHED = "None: every committed run finished."
+PILOTS_INTRO = ("Runs that shaped a tier (a learning rate, a budget, a threshold), tagged `--pilot`: kept, "
+                "never judged. Each paper's README says what they decided.")
+EXPERIMENT_INTRO = ("One row per point; each metric as the mean over seeds with its interval "
+                    "(the method and n as in the claim tables).")
+NO_RUNS = "No runs recorded yet."
 
 
-# -- a document rendered twice, as Markdown and as HTML ------------------------------------------
+# -- what the report says ----------------------------------------------------------------------
 @dataclass
-class Doc:
-    blocks: list[tuple] = field(default_factory=list)
-
-    def heading(self, level: int, text: str, anchor: str | None = None):
-        self.blocks.append(("h", level, text, anchor))
-
-    def para(self, text: str):
-        self.blocks.append(("p", text))
-
-    def table(self, frame: pd.DataFrame):
-        self.blocks.append(("table", frame))
-
-    def image(self, caption: str, rel_path: str):
-        self.blocks.append(("img", caption, rel_path))
-
-    def markdown(self) -> str:
-        out = []
-        for block in self.blocks:
-            if block[0] == "h":
-                out.append(f"{'#' * block[1]} {block[2]}")
-            elif block[0] == "p":
-                out.append(block[1])
-            elif block[0] == "table":
-                frame = block[1].map(lambda v: str(v).replace("|", "\\|").replace("\n", " "))
-                out.append(frame.to_markdown(index=False))
-            elif block[0] == "img":
-                out.append(f"![{block[1]}]({block[2]})\n\n*{block[1]}*")
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-               "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
-               "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-               "font-size:90%;vertical-align:top}img{max-width:100%}figure{margin:1em 0}"
-               "pre{white-space:pre-wrap}</style></head><body>"]
-        for block in self.blocks:
-            if block[0] == "h":
-                anchor = f" id='{block[3]}'" if block[3] else ""
-                out.append(f"<h{block[1]}{anchor}>{html.escape(block[2])}</h{block[1]}>")
-            elif block[0] == "p":
-                out.append(_inline_html(block[1]))
-            elif block[0] == "table":
-                out.append(block[1].to_html(index=False, escape=True, border=0))
-            elif block[0] == "img":
-                out.append(f"<figure><img src='{html.escape(block[2])}' alt='{html.escape(block[1])}'>"
-                           f"<figcaption>{html.escape(block[1])}</figcaption></figure>")
-        out.append("</body></html>")
-        return "\n".join(out)
+class Figure:
+    """One item of a paper's figures(): an image (its path relative to the report folder) or a table."""
+    caption: str
+    image: str | None = None
+    table: pd.DataFrame | None = None
 
 
-def _inline_html(text: str) -> str:
-    """The little Markdown the report's paragraphs use: code spans, bold, links, bullet lists."""
-    escaped = html.escape(text)
-    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", escaped)
-    escaped = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"<a href='\2'>\1</a>", escaped)
-    lines = escaped.split("\n")
-    if all(line.lstrip().startswith(("- ", "* ")) for line in lines if line.strip()):
-        items = "".join(f"<li>{line.lstrip()[2:]}</li>" for line in lines if line.strip())
-        return f"<ul>{items}</ul>"
-    return f"<p>{'<br>'.join(lines)}</p>"
+@dataclass
+class Figures:
+    """A paper's figures, drawn from the judged ok runs of one tier; or why they could not be drawn."""
+    tier: str
+    seeds: int
+    items: list[Figure] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class PaperReport:
+    """One paper as the report shows it. `state`: "planned" (no runner yet), "unreadable" (its
+    expected.yaml does not load: `Report.unreadable` says why) or "judged" (every other field is set)."""
+    paper: Paper
+    state: str
+    expected: Expected | None = None
+    verdicts: dict[str, list[Verdict]] = field(default_factory=dict)  # per tier, in expected.yaml's order
+    cpu_runs: list = field(default_factory=list)  # the cpu tier's judged runs
+    seeds_required: int = 0  # at the cpu tier
+    experiments: dict[str, pd.DataFrame] = field(default_factory=dict)  # per tier with points
+    figures: Figures | None = None
+    runtime: pd.DataFrame = field(default_factory=pd.DataFrame)
+    deviations: str | None = None  # the README's Deviations section, Markdown
+
+    @property
+    def name(self) -> str:
+        return self.paper.name
+
+    def cpu_verdicts(self, kind: str) -> list[Verdict]:
+        return [v for v in self.verdicts.get("cpu", []) if v.claim.kind == kind]
+
+    def cpu_counts(self, kind: str) -> dict[str, int]:
+        """How many of the cpu tier's claims of `kind` have each status."""
+        mine = self.cpu_verdicts(kind)
+        return {status: sum(v.status == status for v in mine) for status in JUDGED_STATUSES}
+
+    @property
+    def post_hoc(self) -> int:
+        """How many claims were registered after their results."""
+        return sum(c.registered == "after_results" for c in self.expected.claims)
+
+    @property
+    def cpu_seeds(self) -> int:
+        return len({r.seed for r in self.cpu_runs})
+
+    @property
+    def cpu_minutes_per_seed(self) -> float | None:
+        return summarize([r.record["wall_time_s"] for r in self.cpu_runs]).value / 60 if self.cpu_runs else None
+
+    @property
+    def cpu_hardware(self) -> str | None:
+        if not self.cpu_runs:
+            return None
+        hw = self.cpu_runs[0].record["hardware"]
+        return f"{hw.get('gpu') or hw.get('cpu')}, {hw.get('torch_threads')} thread(s)"
+
+    def tiers_run(self) -> list[str]:
+        """The tiers at which some claim was judged (not every claim `not_run`)."""
+        return [t for t in TIER_NAMES if any(v.status != "not_run" for v in self.verdicts.get(t, []))]
+
+
+@dataclass
+class Report:
+    commit: str  # the commit the report was built at, 8 hex digits or "?"
+    papers: list[PaperReport]  # every paper the suite knows, in PAPERS' order
+    unreadable: list[str]  # files that could not be read, each with why
+    superseded: pd.DataFrame  # records kept but not judged
+    unfinished: pd.DataFrame  # runs that diverged or failed
+    pilots: pd.DataFrame
+
+    @property
+    def judged(self) -> list[PaperReport]:
+        return [p for p in self.papers if p.state == "judged"]
+
+    @property
+    def cpu_reproductions(self) -> list[Verdict]:
+        return [v for p in self.judged for v in p.cpu_verdicts("reproduction")]
+
+    def generated_line(self) -> str:
+        return f"Generated by `repro report` from `results/` (commit {self.commit}). Do not edit by hand."
+
+    def headline(self) -> str:
+        """The report's first sentence: how many reproduction claims reproduce at the cpu tier."""
+        claims = self.cpu_reproductions
+        counts = {s: sum(v.status == s for v in claims) for s in JUDGED_STATUSES}
+        return (f"**{counts['reproduced']} of {len(claims)} reproduction claims reproduce** at the cpu tier across "
+                f"{len(self.judged)} papers; {counts['not_reproduced']} do not, {counts['not_run']} were not run. "
+                "Protocol and sanity checks are counted apart. The cpu tier is each paper's claim at a scale "
+                "this machine runs (each paper's README says what shrank).")
 
 
 # -- pieces of a paper's section ---------------------------------------------------------------
@@ -104,41 +180,38 @@ def readme_section(paper: Paper, title: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def _paper_value(claim) -> str:
+def paper_source(claim) -> str:
+    """Where the paper's number is in the paper and how sure that reading is ("Fig. 2, conf. M"), or ""."""
+    return ", ".join(x for x in (claim.source, f"conf. {claim.confidence}" if claim.confidence else None) if x)
+
+
+def paper_value(claim) -> str:
+    """The paper's number for a claim, then its source in brackets."""
     if claim.paper_value is None:
         return "—"
-    parts = [str(claim.paper_value)]
-    meta = ", ".join(x for x in (claim.source, f"conf. {claim.confidence}" if claim.confidence else None) if x)
-    return f"{parts[0]} ({meta})" if meta else parts[0]
+    source = paper_source(claim)
+    return f"{claim.paper_value} ({source})" if source else str(claim.paper_value)
 
 
-POST_HOC = " †"  # marks a claim registered after its results
-
-
-def _claim_name(claim) -> str:
+def claim_name(claim) -> str:
     return claim.id + (POST_HOC if claim.registered == "after_results" else "")
 
 
-def _status_cell(v: Verdict) -> str:
-    """"✅ reproduced (3/3 seeds)": the status and how many seeds pass on their own."""
-    return STATUS_LABEL[v.status] + (f" ({v.seeds} seeds)" if v.seeds else "")
+def ours_with_seeds(v: Verdict) -> str:
+    """Our across-seed statistic with its interval (or why there is none), then each seed's value."""
+    text = v.ours or "—"
+    if v.seed_values:
+        text += "; per seed: " + ", ".join(f"{seed}: {value:.4g}" for seed, value in v.seed_values.items())
+    return text
 
 
-def _claims_table(verdicts: list[Verdict], tier: str) -> pd.DataFrame:
-    rows = []
-    for v in verdicts:
-        ours = v.summary.format() if v.summary else (v.note or "—")
-        if v.seed_values:
-            ours += "; per seed: " + ", ".join(f"{seed}: {value:.4g}" for seed, value in v.seed_values.items())
-        status = _status_cell(v)
-        if v.status == "not_reproduced" and v.claim.reason:
-            status += f": {v.claim.reason}"
-        if v.claim.registered == "after_results":
-            status += f" (†registered after the results: {v.claim.registered_why})"
-        rows.append({"claim": _claim_name(v.claim), "kind": v.claim.kind, "rule": v.claim.rule,
-                     "what": v.claim.description, "paper": _paper_value(v.claim), "check": v.claim.checks[tier].text,
-                     "ours (across seeds)": ours, "status": status})
-    return pd.DataFrame(rows)
+def status_note(v: Verdict) -> str:
+    """What the status cell adds to the status: why a claim does not reproduce, and why it was
+    registered after its results; "" when neither applies."""
+    note = f": {v.claim.reason}" if v.status == "not_reproduced" and v.claim.reason else ""
+    if v.claim.registered == "after_results":
+        note += f" (†registered after the results: {v.claim.registered_why})"
+    return note
 
 
 def _runtime_table(paper: Paper) -> pd.DataFrame:
@@ -191,49 +264,75 @@ def _experiment_table(paper: Paper, tier: str) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna("—")
 
 
-def _figures(paper: Paper, out: Path, doc: Doc) -> None:
+def _figures(paper: Paper, out: Path) -> Figures | None:
+    """The paper's figures() drawn into out/figures/<paper>/ from the highest tier with judged runs;
+    None when it has no figures.py or no finished judged run."""
     module = paper.figures_module()
-    tiers = [t for t in ("paper", "cpu", "smoke") if judged_runs(scan(paper.name, t)[0], paper.runner(), t)[0]]
-    # every point's runs go to figures(); a figure groups them by run.point / run.labels
-    if module is None or not tiers:
-        return
-    tier = tiers[0]
-    runs = [r for r in judged_runs(scan(paper.name, tier)[0], paper.runner(), tier)[0] if r.record["status"] == "ok"]
+    if module is None:
+        return None
+    for tier in ("paper", "cpu", "smoke"):
+        judged = judged_runs(scan(paper.name, tier)[0], paper.runner(), tier)[0]
+        if judged:  # every point's runs go to figures(); a figure groups them by run.point / run.labels
+            runs = [r for r in judged if r.record["status"] == "ok"]
+            break
+    else:
+        return None
     if not runs:
-        return
-    fig_dir = out / "figures" / paper.name
+        return None
+    figures = Figures(tier, len(runs))
     try:
-        made = module.figures(runs, fig_dir)
+        figures.items = [_figure(paper, item, out) for item in module.figures(runs, out / "figures" / paper.name)]
     except Exception:  # a broken figure must not take the report down; say so in the report instead
-        doc.para(f"Figures could not be drawn: `{traceback.format_exc().strip().splitlines()[-1]}`")
-        return
-    doc.heading(3, f"Figures (tier {tier}, {len(runs)} seed(s))")
-    for caption, path in made:
-        doc.image(caption, Path(path).relative_to(out).as_posix())
+        figures.error = traceback.format_exc().strip().splitlines()[-1]
+    return figures
 
 
-def _glance_row(paper: Paper, expected, verdicts: list[Verdict]) -> dict:
-    """One paper on the report's first screen: its cpu-tier claims by kind, seeds, time and hardware."""
-    row = {"paper": f"[{paper.name}](#{paper.name})"}
-    for kind in KINDS:
-        mine = [v for v in verdicts if v.claim.kind == kind]
-        counts = {s: sum(v.status == s for v in mine) for s in ("reproduced", "not_reproduced", "not_run")}
-        if kind == "reproduction":
-            row["reproductions (cpu)"] = (f"✅ {counts['reproduced']} · ❌ {counts['not_reproduced']}"
-                                          + (f" · ⚪ {counts['not_run']}" if counts["not_run"] else "")
-                                          + f" of {len(mine)}")
-        else:
-            row[f"{kind} checks (cpu)"] = f"{counts['reproduced']}/{len(mine)} pass" if mine else "—"
-    post_hoc = sum(c.registered == "after_results" for c in expected.claims)
-    row["registered after results"] = str(post_hoc)
-    runner = paper.runner()
-    runs = judged_runs(scan(paper.name, "cpu")[0], runner, "cpu")[0]
-    row["seeds (cpu)"] = f"{len({r.seed for r in runs})} of {required_seeds(runner, 'cpu')}"
-    if runs:
-        row["cpu time per seed"] = f"{summarize([r.record['wall_time_s'] for r in runs]).value / 60:.0f} min"
-        hw = runs[0].record["hardware"]
-        row["hardware"] = f"{hw.get('gpu') or hw.get('cpu')}, {hw.get('torch_threads')} thread(s)"
-    return row
+def _figure(paper: Paper, item, out: Path) -> Figure:
+    """One (caption, image path | DataFrame) pair that a paper's figures() returned, checked."""
+    valid = "each item must be a (caption, image path) or a (caption, pandas.DataFrame) pair"
+    if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
+        raise TypeError(f"{paper.name}'s figures() returned {item!r:.100}; {valid}")
+    caption, content = item
+    if isinstance(content, pd.DataFrame):
+        return Figure(caption, table=content)
+    if not isinstance(content, (str, os.PathLike)):
+        raise TypeError(f"{paper.name}'s figures() returned {content!r:.100} for {caption!r}; {valid}")
+    path = Path(content).resolve()
+    if not path.is_file() or not path.is_relative_to(out.resolve()):
+        raise ValueError(f"{paper.name}'s figures() names {content} for {caption!r}, which is not a file it "
+                         f"wrote under {out / 'figures' / paper.name}")
+    return Figure(caption, image=path.relative_to(out.resolve()).as_posix())
+
+
+def _paper_report(paper: Paper, staging: Path, unreadable: list[str], superseded: list[dict]) -> PaperReport:
+    """Judge one paper at every tier and draw its figures into `staging`; the files that could not be
+    read go to `unreadable`, the records kept but not judged to `superseded`."""
+    if not paper.implemented:
+        return PaperReport(paper, "planned")
+    for tier in TIER_NAMES:
+        unreadable += scan(paper.name, tier)[1]
+    try:
+        expected = load_expected(expected_path(paper))
+    except ExpectedError as err:
+        unreadable.append(str(err))
+        return PaperReport(paper, "unreadable")
+    report = PaperReport(paper, "judged", expected, seeds_required=required_seeds(paper.runner(), "cpu"))
+    for tier in TIER_NAMES:
+        result = check_paper(paper, tier)
+        unreadable += [e for e in result.errors if e not in unreadable]
+        report.verdicts[tier] = result.verdicts
+        if tier == "cpu":
+            report.cpu_runs = result.judged
+        superseded += [{"paper": paper.name, "tier": tier, "record": r.path.name, "seed": r.seed,
+                        "point": r.point or "—", "started": r.record["started_at"],
+                        "why": superseded_why(r, result.judged)} for r in result.superseded]
+        experiment = _experiment_table(paper, tier)
+        if not experiment.empty:
+            report.experiments[tier] = experiment
+    report.figures = _figures(paper, staging)
+    report.runtime = _runtime_table(paper)
+    report.deviations = readme_section(paper, "Deviations")
+    return report
 
 
 def _every_run() -> list:
@@ -259,6 +358,16 @@ def _pilot_runs(runs: list) -> pd.DataFrame:
                          for r in runs if r.pilot])
 
 
+def gather(staging: Path) -> Report:
+    """Everything the report says, from results/ alone; the papers' figures are drawn into `staging`."""
+    unreadable, superseded = [], []
+    papers = [_paper_report(paper, staging, unreadable, superseded) for paper in PAPERS.values()]
+    every_run = _every_run()
+    return Report(commit=(git_state()["commit"] or "?")[:8], papers=papers, unreadable=unreadable,
+                  superseded=pd.DataFrame(superseded), unfinished=_unfinished_runs(every_run),
+                  pilots=_pilot_runs(every_run))
+
+
 # -- the whole report --------------------------------------------------------------------------
 def build_report(out: Path | None = None) -> Path:
     """Write the report to `out` (default report/) from results/ alone; the files that could not be
@@ -280,129 +389,12 @@ def build_report(out: Path | None = None) -> Path:
 
 def _write_report(staging: Path) -> list[str]:
     """REPORT.md, index.html and the figures into `staging`; returns the files that could not be read."""
-    doc = Doc()
-    state = git_state()
-    doc.heading(1, "Reproduction report")
-    doc.para(f"Generated by `repro report` from `results/` (commit {(state['commit'] or '?')[:8]}). "
-             "Do not edit by hand.")
-    doc.para("How to read it:\n"
-             "- Every claim is judged seed by seed; `2/3` says how many seeds pass on their own. The claim's "
-             "rule turns that into a status: `all_seeds` (every seed passes), `majority`, `interval` (the whole "
-             "interval of the mean passes) or `mean` (the across-seed statistic passes).\n"
-             "- Intervals are honest for the number of seeds: below 10 seeds a Student-t interval on the seed "
-             "values (`95% t-interval`), from 10 a percentile bootstrap, for max/min claims the range; each "
-             "names its method and n.\n"
-             "- A claim's kind: a `reproduction` is a result the paper reports; a `protocol` claim a property "
-             "of the method that could fail; a `sanity` check an implementation property (true by "
-             "construction or far from its boundary). Only reproductions count as reproduced.\n"
-             f"- `{POST_HOC.strip()}`: the claim or its threshold was written after its results were seen "
-             "(the claim table says why).")
-
-    matrix, sections, unreadable, superseded, glance = [], [], [], [], []
-    for paper in PAPERS.values():
-        if not paper.implemented:
-            matrix.append({"paper": paper.name, "claim": "—", "kind": "—", "rule": "—",
-                           **{f"{t} tier": STATUS_LABEL["planned"] for t in TIER_NAMES}})
-            glance.append({"paper": paper.name, "reproductions (cpu)": STATUS_LABEL["planned"]})
-            continue
-        for tier in TIER_NAMES:
-            unreadable += scan(paper.name, tier)[1]
-        try:
-            expected = load_expected(expected_path(paper))
-        except ExpectedError as err:
-            unreadable.append(str(err))
-            matrix.append({"paper": paper.name, "claim": "expected.yaml unreadable", "kind": "—", "rule": "—",
-                           **{f"{t} tier": "—" for t in TIER_NAMES}})
-            glance.append({"paper": f"[{paper.name}](#{paper.name})", "reproductions (cpu)": "expected.yaml unreadable"})
-            continue
-        per_tier = {}
-        for tier in TIER_NAMES:
-            result = check_paper(paper, tier)
-            unreadable += [e for e in result.errors if e not in unreadable]
-            per_tier[tier] = {v.claim.id: v for v in result.verdicts}
-            superseded += [(paper.name, tier, r, superseded_why(r, result.judged)) for r in result.superseded]
-        for claim in expected.claims:
-            row = {"paper": paper.name, "claim": _claim_name(claim), "kind": claim.kind, "rule": claim.rule}
-            for tier in TIER_NAMES:
-                verdict = per_tier[tier].get(claim.id)
-                row[f"{tier} tier"] = _status_cell(verdict) if verdict else "—"
-            matrix.append(row)
-        glance.append(_glance_row(paper, expected, list(per_tier["cpu"].values())))
-        sections.append((paper, expected, per_tier))
-
-    reproductions = [v for _, _, per_tier in sections for v in per_tier["cpu"].values() if v.claim.kind == "reproduction"]
-    doc.heading(2, "At a glance (cpu tier)")
-    doc.para(f"**{sum(v.status == 'reproduced' for v in reproductions)} of {len(reproductions)} reproduction claims "
-             f"reproduce** at the cpu tier across {len(sections)} papers; "
-             f"{sum(v.status == 'not_reproduced' for v in reproductions)} do not, "
-             f"{sum(v.status == 'not_run' for v in reproductions)} were not run. Protocol and sanity checks are "
-             "counted apart. The cpu tier is each paper's claim at a scale this machine runs (each paper's "
-             "README says what shrank).")
-    doc.table(pd.DataFrame(glance).fillna("—"))
-
-    doc.heading(2, "Status matrix")
-    doc.para("One row per claim; columns are tiers, each with the seeds that pass on their own. "
-             "`—`: the claim has no check at that tier.")
-    doc.table(pd.DataFrame(matrix))
-    if unreadable:
-        doc.heading(2, "Unreadable results or expectations")
-        doc.para("\n".join(f"- {e}" for e in unreadable))
-    if superseded:
-        doc.heading(2, "Superseded records (kept, not judged)")
-        doc.para("Records are never rewritten or deleted. These are not judged: their config is no longer the "
-                 "tier's (or its point's) as the runner resolves it today, or a later run of the same seed "
-                 "and config replaced them.")
-        doc.table(pd.DataFrame([{"paper": p, "tier": t, "record": r.path.name, "seed": r.seed,
-                                 "point": r.point or "—", "started": r.record["started_at"], "why": why}
-                                for p, t, r, why in superseded]))
-    every_run = _every_run()
-    unfinished = _unfinished_runs(every_run)
-    doc.heading(2, "Runs that diverged or failed")
-    if unfinished.empty:
-        doc.para("None: every committed run finished.")
-    else:
-        doc.para("Every committed run that did not finish, judged or not: a divergence is a result. A judged "
-                 "seed that diverged makes its claims not reproduced.")
-        doc.table(unfinished)
-    pilots = _pilot_runs(every_run)
-    if not pilots.empty:
-        doc.heading(2, "Pilot runs")
-        doc.para("Runs that shaped a tier (a learning rate, a budget, a threshold), tagged `--pilot`: kept, "
-                 "never judged. Each paper's README says what they decided.")
-        doc.table(pilots)
-
-    for paper, expected, per_tier in sections:
-        doc.heading(2, paper.name, anchor=paper.name)
-        doc.para(f"{expected.citation}  \nCode and details: [reproductions/{paper.name}]"
-                 f"(../reproductions/{paper.name}/README.md)")
-        for tier in TIER_NAMES:
-            verdicts = list(per_tier[tier].values())
-            if not verdicts or all(v.status == "not_run" for v in verdicts):
-                continue
-            doc.heading(3, f"Claims at tier {tier}")
-            doc.table(_claims_table(verdicts, tier))
-        for tier in TIER_NAMES:
-            experiment = _experiment_table(paper, tier)
-            if not experiment.empty:
-                doc.heading(3, f"Experiment at tier {tier}")
-                doc.para("One row per point; each metric as the mean over seeds with its interval "
-                         "(the method and n as in the claim tables).")
-                doc.table(experiment)
-        _figures(paper, staging, doc)
-        runtime = _runtime_table(paper)
-        doc.heading(3, "Runtime and hardware")
-        if runtime.empty:
-            doc.para("No runs recorded yet.")
-        else:
-            doc.table(runtime)
-        deviations = readme_section(paper, "Deviations")
-        if deviations:
-            doc.heading(3, "Deviations from the paper")
-            doc.para(deviations)
-
-    (staging / "REPORT.md").write_text(doc.markdown())
-    (staging / "index.html").write_text(doc.html("Reproduction report"))
-    return unreadable
+    from common.report_html import render_html
+    from common.report_markdown import render_markdown
+    report = gather(staging)
+    (staging / "REPORT.md").write_text(render_markdown(report))
+    (staging / "index.html").write_text(render_html(report))
+    return report.unreadable
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

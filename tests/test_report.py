@@ -1,26 +1,36 @@
+import functools
 import json
 import os
 import re
+from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
 from common.checks import check_paper
+from common.checks import expected_path as real_expected_path
 from common.cli import main
-from common.papers import PAPERS, ROOT
+from common.papers import PAPERS, ROOT, Paper
 from common.report import build_report
 from tests.conftest import write_record
 
 
-@pytest.fixture(scope="module")
-def committed_report(tmp_path_factory):
-    """One build from the committed results/ (a build takes about a minute): shared by the tests that
-    read it."""
+@functools.cache
+def committed_report_in(base: Path) -> Path:
+    """The report built from the committed results/ under `base` (the session's temporary folder), once
+    per test session: a build takes about a minute, and every test that only reads it shares it."""
     saved = os.environ.pop("REPRO_RESULTS_DIR", None)
     try:
-        yield build_report(tmp_path_factory.mktemp("committed") / "report")
+        return build_report(base / "committed" / "report")
     finally:
         if saved is not None:
             os.environ["REPRO_RESULTS_DIR"] = saved
+
+
+@pytest.fixture
+def committed_report(tmp_path_factory):
+    return committed_report_in(tmp_path_factory.getbasetemp())
 
 
 def _contents(out):
@@ -143,3 +153,78 @@ def test_export_gives_one_row_per_run_and_metric_and_show_prints_a_papers_claims
     cpu_claims = [c.id for c in load_expected(expected_path(first)).claims if "cpu" in c.checks]
     assert "seeds passing" in printed and all(c in printed for c in cpu_claims)
     assert main(["export", "--format", "parquet"]) == 2
+
+
+def test_the_html_page_draws_statuses_as_words_and_renders_the_readmes_markdown(committed_report):
+    html = (committed_report / "index.html").read_text()
+    assert not re.search("[✅❌⚪⏳]", html)  # emoji are empty boxes where no emoji font is installed
+    assert re.search(r'<span class="status reproduced">\d+ reproduced</span>', html)
+    assert "<li><strong>" in html  # the Deviations sections' Markdown lists, as lists
+    assert not re.search(r"<link|<script src|@import|@font-face|url\(", html)  # self-contained: CSS and script inline
+
+
+TOY_EXPECTED = """\
+paper: toy
+citation: "Toy 2026"
+claims:
+  - id: small_loss
+    description: "the loss ends below 10"
+    paper_value: 1.5
+    kind: reproduction
+    rule: all_seeds
+    registered: before_results
+    metrics: [loss]
+    checks: {cpu: "loss < 10"}
+"""
+
+
+@pytest.fixture
+def toy_with_figures(results_dir, tmp_path, monkeypatch):
+    """Paper 'toy' (the toy runner) with three judged cpu seeds and a figures() that `figures` stands in
+    for: set `figures.make = lambda runs, out_dir: [...]`."""
+    monkeypatch.setitem(PAPERS, "toy", Paper("toy", "Toy 2026", module="tests.toy_runner"))
+    expected = tmp_path / "expected.yaml"
+    expected.write_text(TOY_EXPECTED)
+    for module in ("common.report", "common.checks"):
+        monkeypatch.setattr(f"{module}.expected_path",
+                            lambda paper: expected if paper.name == "toy" else real_expected_path(paper))
+    for seed in range(3):
+        write_record(results_dir, "toy", "cpu", seed, {"loss": 1.0 + seed, "norm": 1.0})
+    figures = SimpleNamespace(make=None)
+    real_figures_module = Paper.figures_module
+    monkeypatch.setattr(Paper, "figures_module", lambda paper: SimpleNamespace(figures=figures.make)
+                        if paper.name == "toy" else real_figures_module(paper))
+    return figures
+
+
+def test_a_figure_may_be_a_table_shown_as_html_and_markdown(toy_with_figures, tmp_path):
+    def make(runs, out_dir):
+        out_dir.mkdir(parents=True)
+        (out_dir / "curve.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
+        table = pd.DataFrame({"method": ["Random", "Ours"], "score <b>": [157, 202.9]})
+        return [("A curve", out_dir / "curve.svg"), ("Table 1 with our row", table)]
+    toy_with_figures.make = make
+    out = build_report(tmp_path / "report")
+    text = (out / "REPORT.md").read_text()
+    assert "![A curve](figures/toy/curve.svg)" in text
+    assert re.search(r"\*Table 1 with our row\*\n\n\| method +\| +score <b> +\|\n.*\n\| Random +\| +157 ", text)
+    html = (out / "index.html").read_text()
+    assert '<img src="figures/toy/curve.svg" alt="A curve">' in html
+    table = html[html.index("<caption>Table 1 with our row</caption>"):]
+    table = table[:table.index("</table>")]
+    assert "<th scope=\"col\">score &lt;b&gt;</th>" in table and "<td>202.9</td>" in table
+
+
+@pytest.mark.parametrize("made, message", [
+    ([("A caption", 3)], ("TypeError: toy's figures() returned 3 for 'A caption'; each item must be a (caption, "
+                          "image path) or a (caption, pandas.DataFrame) pair")),
+    (["just a path.png"], "TypeError: toy's figures() returned 'just a path.png'; each item must be"),
+    ([("Gone", Path("/nonexistent/figure.png"))],
+     "ValueError: toy's figures() names /nonexistent/figure.png for 'Gone', which is not a file it wrote under"),
+])
+def test_a_figure_of_the_wrong_kind_is_one_line_saying_what_is_valid(toy_with_figures, tmp_path, made, message):
+    toy_with_figures.make = lambda runs, out_dir: made
+    out = build_report(tmp_path / "report")
+    assert f"Figures could not be drawn: `{message}" in (out / "REPORT.md").read_text()
+    html = (out / "index.html").read_text()
+    assert "Figures could not be drawn" in html and message.replace("'", "&#39;") in html

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -25,8 +23,9 @@ def _labelled_curves(runs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def return_table(runs, path: Path) -> Path | None:
-    """Normalized return per environment x dataset x algorithm: mean over seeds, with each seed's value."""
+def return_table(runs) -> pd.DataFrame | None:
+    """Normalized return per environment x dataset (rows) and algorithm (columns): the mean over seeds,
+    then each seed's value in seed order."""
     rows = []
     for run in runs:
         labels, metrics = run.record["labels"], run.record["metrics"]
@@ -34,43 +33,30 @@ def return_table(runs, path: Path) -> Path | None:
             rows.append({**labels, "seed": run.seed, "return": metrics["return"]})
     if not rows:
         return None
-    table = pd.DataFrame(rows)
-    envs = sorted(table["env"].unique())
-    fig, axes = plt.subplots(1, len(envs), figsize=(6.5 * len(envs), 2.6), squeeze=False)
-    for ax, env in zip(axes[0], envs):
-        mine = table[table["env"] == env]
-        datasets = [d for d in ("random", "medium", "expert", "medium-replay", "medium-expert")
-                    if d in set(mine["dataset"])]
-        algos = [a for a in ALGO_LABELS if a in set(mine["algo"])]
-        cells, means = [], np.full((len(datasets), len(algos)), np.nan)
-        for i, dataset in enumerate(datasets):
-            row = []
-            for j, algo in enumerate(algos):
-                values = mine[(mine["dataset"] == dataset) & (mine["algo"] == algo)].sort_values("seed")["return"]
-                if len(values):
-                    means[i, j] = values.mean()
-                    row.append(f"{values.mean():.1f}\n({', '.join(f'{v:.0f}' for v in values)})")
-                else:
-                    row.append("")
-            cells.append(row)
-        sns.heatmap(means, annot=np.array(cells), fmt="", cmap="RdYlGn", vmin=-10, vmax=110, cbar=False, ax=ax,
-                    xticklabels=[ALGO_LABELS[a] for a in algos], yticklabels=datasets, annot_kws={"fontsize": 8})
-        ax.set_title(f"{env}: normalized return, mean (per seed)", fontsize=9)
-    return save(fig, path)
+    table = pd.DataFrame(rows).sort_values("seed")
+    order = {d: i for i, d in enumerate(("random", "medium", "expert", "medium-replay", "medium-expert"))}
+    cells = []
+    for (env, dataset), mine in sorted(table.groupby(["env", "dataset"]), key=lambda kv: (kv[0][0], order[kv[0][1]])):
+        row = {"environment": env, "dataset": dataset}
+        for algo, label in ALGO_LABELS.items():
+            values = mine[mine["algo"] == algo]["return"]
+            row[label] = f"{values.mean():.1f} ({', '.join(f'{v:.0f}' for v in values)})" if len(values) else "—"
+        cells.append(row)
+    return pd.DataFrame(cells)
 
 
-def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
+def figures(runs, out_dir: Path) -> list[tuple[str, Path | pd.DataFrame]]:
     out_dir = Path(out_dir)
     made: list[tuple[str, Path]] = []
     curves = _labelled_curves(runs)
     if curves.empty:
         return made
     learners = curves.dropna(subset=["algo"]) if "algo" in curves else curves.iloc[0:0]
-    table = return_table(runs, out_dir / "bear_returns.png")
+    table = return_table(runs)
     if table is not None:
-        made.append(("Normalized return (0: the uniform policy, 100: the expert snapshot, measured here on v5), "
-                     "the mean of the last 3 evaluations per seed; each cell: the mean over seeds and each seed's "
-                     "value", table))
+        made.append(("Normalized return (0: the uniform policy, 100: the expert snapshot, both measured here on v5), "
+                     "the mean of the last 3 evaluations of each run; each cell: the mean over seeds, then each "
+                     "seed's value", table))
     if not learners.empty:
         learners = learners.assign(panel=learners["env"] + " / " + learners["dataset"],
                                    algo=learners["algo"].map(ALGO_LABELS))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
-from common.plots import curve_plot, save
+from common.plots import curve_plot
 from common.records import all_curves
 from common.stats import iqm, stratified_bootstrap_ci
 from reproductions.dqn_atari.runner import ARMS, TABLE1, human_normalized
@@ -29,8 +29,9 @@ def ours(runs) -> dict[str, list[float]]:
     return {g: [r.record["metrics"][f"{g}_return"] for r in runs] for g in games}
 
 
-def table1(runs, path: Path) -> Path:
-    """Table 1's average-total-reward rows beside ours (mean ± std over seeds)."""
+def table1(runs) -> tuple[str, pd.DataFrame]:
+    """Table 1's average-total-reward rows beside ours (mean ± std over seeds), with its caption: the
+    human-normalized IQM and its stratified-bootstrap CI over seeds x games."""
     scores = ours(runs)
     games = list(TABLE1["Random"])
     rows = [[name] + [f"{TABLE1[name][g]:g}" for g in games] for name in ("Random", "Sarsa", "Contingency")]
@@ -39,25 +40,17 @@ def table1(runs, path: Path) -> Path:
         f"{np.mean(scores[g]):.1f} ± {np.std(scores[g], ddof=1) if len(scores[g]) > 1 else 0:.1f}"
         if g in scores else "—" for g in games])
     rows.append(["Human"] + [f"{TABLE1['Human'][g]:g}" for g in games])
-    fig, ax = plt.subplots(figsize=(12, 2.2))
-    ax.axis("off")
-    table = ax.table(cellText=rows, colLabels=["Method"] + [TITLES[g] for g in games], loc="center", cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(8)
-    table.scale(1, 1.4)
-    for col in range(len(games) + 1):
-        table[(len(rows) - 1, col)].set_facecolor("#eef5ff")
-    title = f"Table 1 (average total reward, ε = 0.05) with our row ({_describe(runs)})"
+    caption = f"Table 1 (average total reward, ε = 0.05) with our row ({_describe(runs)})"
     if scores:
         matrix = np.array([[human_normalized(g, scores[g][i]) for g in scores] for i in range(len(runs))])
         low, high = stratified_bootstrap_ci(matrix)
-        title += f"\nhuman-normalized IQM {iqm(matrix):.3f} [95% CI {low:.3f}, {high:.3f}] over {len(scores)} game(s)"
-    ax.set_title(title, fontsize=9)
-    return save(fig, path)
+        caption += (f"; human-normalized IQM {iqm(matrix):.3f} [95% stratified-bootstrap CI {low:.3f}, {high:.3f}, "
+                    f"rliable's method] over seeds x {len(scores)} game(s)")
+    return caption, pd.DataFrame(rows, columns=["Method"] + [TITLES[g] for g in games])
 
 
-def throughput(runs, path: Path) -> Path:
-    """Agent frames/s, emulator frames/s and updates/s of every run, per arm."""
+def throughput(runs) -> pd.DataFrame:
+    """Agent frames/s, emulator frames/s and updates/s of every run, per arm (evaluations excluded)."""
     rows = []
     for run in sorted(runs, key=lambda r: r.seed):
         speed = run.record["throughput"]
@@ -69,20 +62,11 @@ def throughput(runs, path: Path) -> Path:
                         f"{speed[f'{key}{m}']:.0f}" for m in ("agent_frames_per_s", "emulator_frames_per_s",
                                                                "updates_per_s")] + [
                         f"{run.record['wall_time_s'] / 60:.1f}", str(run.record["versions"].get("torch", ""))])
-    fig, ax = plt.subplots(figsize=(10, 0.4 + 0.3 * max(len(rows), 1)))
-    ax.axis("off")
-    if rows:
-        table = ax.table(cellText=rows, loc="center", cellLoc="center",
-                         colLabels=["seed", "game", "arm", "agent frames/s", "emulator frames/s", "updates/s",
-                                    "run wall min", "torch"])
-        table.auto_set_font_size(False)
-        table.set_fontsize(8)
-        table.auto_set_column_width(list(range(len(rows[0]))))
-    ax.set_title("Throughput of the training loop (evaluations excluded), per run", fontsize=9)
-    return save(fig, path)
+    return pd.DataFrame(rows, columns=["seed", "game", "arm", "agent frames/s", "emulator frames/s", "updates/s",
+                                       "run wall min", "torch"])
 
 
-def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
+def figures(runs, out_dir: Path) -> list[tuple[str, Path | pd.DataFrame]]:
     out_dir = Path(out_dir)
     made: list[tuple[str, Path]] = []
     curves = all_curves(runs)
@@ -102,7 +86,6 @@ def figures(runs, out_dir: Path) -> list[tuple[str, Path]]:
     made.append(("Average max-Q over the fixed held-out states collected by a random policy before training",
                  curve_plot(curves, x=frames, y="max_q", hue="arm", col="game",
                             path=out_dir / "dqn_atari_max_q.png", title="Average action value Q (Fig. 2)")))
-    made.append((("Table 1 with our row; the human-normalized IQM and its stratified-bootstrap CI (rliable's "
-                   "method) are over seeds x games"), table1(runs, out_dir / "dqn_atari_table1.png")))
-    made.append(("Throughput per run", throughput(runs, out_dir / "dqn_atari_throughput.png")))
+    made.append(table1(runs))
+    made.append(("Throughput of the training loop per run (evaluations excluded)", throughput(runs)))
     return made
