@@ -103,7 +103,7 @@ def cmd_check(args) -> int:
         problems += result.errors + [mismatch(v) for v in verdicts if not v.matches]
         for run in result.superseded:
             notes.append(f"{paper.name}/{args.tier}: superseded, not judged: {run.path.name} "
-                         f"({superseded_why(run, result.judged)})")
+                         f"({superseded_why(run, result.judged, paper.runner())})")
         for v in verdicts:
             flag = "ok" if v.matches else "MISMATCH"
             rows.append((f"{paper.name}/{v.claim.id}", v.claim.kind, v.claim.rule, v.claim.checks[args.tier].text,

@@ -60,7 +60,7 @@ def play(env_id: str, policy: Callable[[np.ndarray], np.ndarray], seed: int, cop
             length[i] += 1
             if record:
                 s = streams[i]
-                for key, value in (("observations", obs[i]), ("actions", action), ("rewards", reward),
+                for key, value in (("observations", obs[i].copy()), ("actions", action), ("rewards", reward),
                                    ("next_observations", next_obs), ("terminals", terminated),
                                    ("timeouts", truncated and not terminated)):
                     s[key].append(value)

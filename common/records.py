@@ -192,6 +192,21 @@ def scan(paper: str, tier: str) -> tuple[list[LoadedRun], list[str]]:
     return runs, errors
 
 
+WITHDRAWN = "withdrawn.yaml"
+
+
+def withdrawn() -> dict[str, str]:
+    """Records withdrawn from judging, by file name, with why: `results/withdrawn.yaml` lists them when a
+    defect in the code that made them is found after they were committed (e.g. corrupted generated data).
+    Each entry: `{paper, tier, reason, runs: [file names]}`. The records stay, unedited, and are listed."""
+    import yaml
+    path = results_dir() / WITHDRAWN
+    if not path.exists():
+        return {}
+    entries = yaml.safe_load(path.read_text()) or []
+    return {name: f"withdrawn: {entry['reason']}" for entry in entries for name in entry["runs"]}
+
+
 def judged_runs(runs: list[LoadedRun], runner, tier: str) -> tuple[list[LoadedRun], list[LoadedRun]]:
     """(judged, superseded). Judged: the runs a claim is judged on, the latest per (point, seed) of the
     tier's own configurations (no --set overrides, not a pilot) whose config is the tier's, or its
@@ -205,8 +220,12 @@ def judged_runs(runs: list[LoadedRun], runner, tier: str) -> tuple[list[LoadedRu
         {None: resolve(runner, tier, {})}
     latest: dict[tuple, LoadedRun] = {}
     superseded = []
+    withdrawn_runs = withdrawn()
     for run in sorted(runs, key=lambda r: r.record["started_at"]):
         if run.record["overrides"] or run.pilot:
+            continue
+        if run.path.name in withdrawn_runs:
+            superseded.append(run)
             continue
         if run.point not in current or not same_config(runner, run.record["config"], current[run.point]):
             superseded.append(run)
@@ -218,10 +237,16 @@ def judged_runs(runs: list[LoadedRun], runner, tier: str) -> tuple[list[LoadedRu
     return [latest[k] for k in sorted(latest)], superseded
 
 
-def superseded_why(run: LoadedRun, judged: list[LoadedRun]) -> str:
-    """Why a superseded run is not judged: a later run of its seed, or a config the tier no longer has."""
-    from common.config import _as_json
+def superseded_why(run: LoadedRun, judged: list[LoadedRun], runner) -> str:
+    """Why a superseded run is not judged: withdrawn (results/withdrawn.yaml), a later run of its seed, or a
+    config the tier no longer has. Configs are compared as the runner's CONFIG reads them today (a list
+    an older record stored as "3,10" is [3, 10])."""
+    from common.config import _as_json, read_config
+    gone = withdrawn()
+    if run.path.name in gone:
+        return gone[run.path.name]
+    mine = _as_json(read_config(runner, run.record["config"]))
     later = next((r for r in judged if r.seed == run.seed and r.point == run.point
-                  and _as_json(r.config) == _as_json(run.config)), None)  # read as today's CONFIG types it
+                  and _as_json(read_config(runner, r.record["config"])) == mine), None)
     return f"replaced by {later.path.name}, a later run of the same seed and config" if later else \
         "its config is no longer the tier's"

@@ -325,7 +325,7 @@ def _paper_report(paper: Paper, staging: Path, unreadable: list[str], superseded
             report.cpu_runs = result.judged
         superseded += [{"paper": paper.name, "tier": tier, "record": r.path.name, "seed": r.seed,
                         "point": r.point or "—", "started": r.record["started_at"],
-                        "why": superseded_why(r, result.judged)} for r in result.superseded]
+                        "why": superseded_why(r, result.judged, paper.runner())} for r in result.superseded]
         experiment = _experiment_table(paper, tier)
         if not experiment.empty:
             report.experiments[tier] = experiment

@@ -34,7 +34,7 @@ from common import config as configs
 from common.artifacts import cache_root
 from common.experiments import depth, get_point, tier_points
 from common.papers import ROOT, UsageError, get_paper
-from common.records import scan
+from common.records import scan, withdrawn
 from common.runs import TIER_THREADS, prepare, verify_datasets
 
 LAUNCHERS = ("local", "slurm")
@@ -120,7 +120,8 @@ def already_done(job: Job) -> bool:
     runner, _, cfg = prepare(job.paper, job.tier, job.override_dict(), job.point)
     overrides = configs._as_json(job.override_dict())
     runs, _ = scan(job.paper, job.tier)
-    return any(r.record["status"] == "ok" and r.seed == job.seed and r.point == job.point and r.pilot == job.pilot
+    gone = withdrawn()
+    return any(r.record["status"] == "ok" and r.path.name not in gone and r.seed == job.seed and r.point == job.point and r.pilot == job.pilot
                and configs.same_config(runner, r.record["config"], cfg) and r.record["overrides"] == overrides
                for r in runs)
 

@@ -338,3 +338,20 @@ def test_repro_run_makes_the_datasets_once_whatever_the_seed(tmp_path, monkeypat
     records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "bear" / "smoke").glob("*.json")]
     assert sorted((r["point"].startswith("stage=data"), r["seed"]) for r in records) == \
         [(False, 1)] * 4 + [(True, 0)]
+
+
+def test_recorded_transitions_chain_within_an_episode():
+    """A recorded stream is a chain: s'_t = s_{t+1} inside an episode, and every s_t is the state the
+    action was taken in (a stored view of the shared observation buffer would turn every s_t into the
+    stream's last state; that bug corrupted the first cpu datasets)."""
+    from common import control
+    rng = np.random.default_rng(0)
+    played = control.play("Hopper-v5", lambda obs: rng.uniform(-1, 1, size=(len(obs), 3)), seed=0, copies=2,
+                          steps=300, record=True)
+    t = played.transitions
+    ends = (t["terminals"] > 0) | (t["timeouts"] > 0)
+    inside = np.flatnonzero(~ends[:-1])
+    assert len(inside) > 250
+    assert np.array_equal(t["observations"][inside + 1], t["next_observations"][inside])
+    assert not np.array_equal(t["observations"][0], t["observations"][1])
+    assert len(np.unique(t["observations"], axis=0)) > 290

@@ -216,7 +216,21 @@ def test_judged_runs_take_the_latest_preset_run_per_seed(results_dir):
     scanned, _ = scan("toy", "cpu")
     judged, superseded = judged_runs(scanned, _fill_defaults(toy_runner), "cpu")
     assert [r.record["metrics"]["a"] for r in superseded] == [1.0]  # replaced, but listed: never silent
-    assert superseded_why(superseded[0], judged).startswith(f"replaced by {judged[0].path.name}")
+    assert superseded_why(superseded[0], judged, _fill_defaults(toy_runner)).startswith(f"replaced by {judged[0].path.name}")
+
+
+def test_a_withdrawn_run_is_listed_with_why_and_never_judged(results_dir):
+    """results/withdrawn.yaml takes a committed record out of judging (a defect found in the code that made
+    it) without editing it: the earlier run of the seed is not judged in its place either way."""
+    first = write_record(results_dir, "toy", "cpu", 0, {"a": 1.0}, started_at="2026-01-01T00:00:00+00:00")
+    bad = write_record(results_dir, "toy", "cpu", 0, {"a": 9.0}, started_at="2026-01-02T00:00:00+00:00")
+    (results_dir / "withdrawn.yaml").write_text(
+        f"- {{paper: toy, tier: cpu, reason: corrupted data, runs: [{bad.name}]}}\n")
+    scanned, _ = scan("toy", "cpu")
+    judged, superseded = judged_runs(scanned, _fill_defaults(toy_runner), "cpu")
+    assert [r.path.name for r in judged] == [first.name]
+    assert [r.path.name for r in superseded] == [bad.name]
+    assert superseded_why(superseded[0], judged, _fill_defaults(toy_runner)) == "withdrawn: corrupted data"
 
 
 def test_a_pilot_run_is_never_judged(tmp_path, results_dir):
