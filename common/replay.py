@@ -207,8 +207,7 @@ class TransitionReplay:
         return {k: v[order.to(self.device)].cpu().numpy() for k, v in self.data.items()}
 
     def state_dict(self) -> dict:
-        return {"data": {k: v[:self.size].cpu() for k, v in self.data.items()} if self.size < self.capacity
-                else {k: v.cpu() for k, v in self.data.items()}, "size": self.size, "cursor": self.cursor}
+        return {"data": {k: v[:self.size].cpu() for k, v in self.data.items()}, "size": self.size, "cursor": self.cursor}
 
     def load_state_dict(self, state: dict) -> None:
         self.size, self.cursor = int(state["size"]), int(state["cursor"])

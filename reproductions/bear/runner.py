@@ -37,7 +37,7 @@ from common.context import RunContext, fork_rng
 from common.experiments import Needs, Point, grid
 from common.papers import UsageError
 from common.replay import TransitionReplay
-from common.runs import git_state
+from common.runs import git_state, versions
 from common.sac import SAC, SACConfig
 from reproductions.bear import behaviour
 from reproductions.bear.bear import BEAR, BEARConfig, BehaviourCloning, mmd, q_bound
@@ -184,13 +184,14 @@ def make_data(cfg: dict, ctx: RunContext) -> dict:
     trained = behaviour.train_behaviour(env_id, data, ctx.seed, ctx)
     sets, facts = behaviour.make_datasets(env_id, data, ctx.seed, ctx, trained)
     commit = git_state("bear")["commit"]
+    library = versions(("gymnasium", "mujoco"))
     folder = ctx.checkpoint_dir / "datasets"
     folder.mkdir(parents=True, exist_ok=True)
     for kind, transitions in sets.items():
         path = folder / f"{cfg['env']}-{kind}-generated.hdf5"
-        attrs = {"env_id": env_id, "gymnasium_version": _version("gymnasium"), "mujoco_version": _version("mujoco"),
+        attrs = {"env_id": env_id, "gymnasium_version": library["gymnasium"], "mujoco_version": library["mujoco"],
                  "kind": kind, "policy": _policy_name(kind, facts), "seed": ctx.seed, "size": len(transitions["rewards"]),
-                 "generator_commit": commit or "unknown", **{k: v for k, v in facts.items()}}
+                 "generator_commit": commit or "unknown", **facts}
         offline_data.write_d4rl(path, transitions, attrs)
         ctx.publish(kind, path)
     for kind in ("random", "medium", "expert"):
@@ -206,11 +207,6 @@ def _policy_name(kind: str, facts: dict) -> str:
             "expert": f"SAC snapshot at step {facts['expert_snapshot_step']} (stochastic)",
             "medium-replay": f"SAC replay buffer up to step {facts['medium_snapshot_step']}",
             "medium-expert": "medium and expert concatenated"}[kind]
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-    return version(package)
 
 
 # -- the algorithm points ------------------------------------------------------------------------
