@@ -338,6 +338,8 @@ def test_repro_run_makes_the_datasets_once_whatever_the_seed(tmp_path, monkeypat
     records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "bear" / "smoke").glob("*.json")]
     assert sorted((r["point"].startswith("stage=data"), r["seed"]) for r in records) == \
         [(False, 1)] * 4 + [(True, 0)]
+    with_mode = sorted(r["config"]["algo"] for r in records if "mode_return" in r["metrics"])
+    assert with_mode == ["bear", "bear_kl"]  # the acting-rule diagnostic is BEAR's alone
 
 
 def test_recorded_transitions_chain_within_an_episode():

@@ -17,6 +17,8 @@ get the critics' mean Q on the minibatch, the constraint and alpha. The metrics:
   raw_return    the same in environment return
   q_peak_ratio  the largest logged mean Q over r_max / (1 - gamma), r_max the largest |reward| in the
                 dataset: above 1, the critic believes in returns no trajectory can have
+  mode_return   BEAR, a diagnostic: the normalized return at the last evaluation when acting with the
+                actor's mode tanh(mean) instead of the official best-of-10-samples rule
   constraint_after_warmup   BEAR: the mean logged constraint value after the warm start
   <algo>_diverged           1 when the critic's values became NaN or inf (then training stopped there
                             and the metrics are those up to that step)
@@ -235,11 +237,17 @@ def make_agent(cfg: dict, obs_dim: int, act_dim: int):
     return BEAR(obs_dim, act_dim, BEARConfig(**chosen))
 
 
-def _act(agent, device):
+def _act(act, device):
+    """An environment policy from a tensor policy `act` (observations -> actions) on `device`."""
+    @torch.no_grad()
     def policy(obs):
-        x = torch.as_tensor(obs, dtype=torch.float32, device=device)
-        return (agent.act(x, deterministic=True) if isinstance(agent, SAC) else agent.act(x)).cpu().numpy()
+        return act(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
     return policy
+
+
+def _acting_rule(agent):
+    """How each algorithm acts at evaluation: naive SAC its mode, BEAR and BC their official rules."""
+    return (lambda obs: agent.act(obs, deterministic=True)) if isinstance(agent, SAC) else agent.act
 
 
 def train(cfg: dict, ctx: RunContext) -> dict:
@@ -272,11 +280,18 @@ def train(cfg: dict, ctx: RunContext) -> dict:
                     state["q_peak"] = max(state["q_peak"], values["q_mean"])
             if (step + 1) % cfg["eval_every"] == 0 or step + 1 == cfg["steps"]:
                 state["seconds"] += time.perf_counter() - clock
-                played = control.play(env_id, _act(agent, ctx.device), seed=10_000 * (ctx.seed + 1) + step,
+                played = control.play(env_id, _act(_acting_rule(agent), ctx.device),
+                                      seed=10_000 * (ctx.seed + 1) + step,
                                       copies=cfg["eval_episodes"], episodes=cfg["eval_episodes"])
                 score = float(offline_data.normalized_score(played.returns.mean(), *ref))
                 state["evals"].append([step + 1, float(played.returns.mean()), score])
                 ctx.log(step + 1, eval_return=float(played.returns.mean()), eval_score=score)
+                if isinstance(agent, BEAR) and step + 1 == cfg["steps"]:
+                    # a diagnostic beside the official acting rule: the actor's mode, tanh(mean)
+                    played = control.play(env_id, _act(agent.actor.mode, ctx.device),
+                                          seed=10_000 * (ctx.seed + 1) + step, copies=cfg["eval_episodes"],
+                                          episodes=cfg["eval_episodes"])
+                    state["mode_return"] = float(offline_data.normalized_score(played.returns.mean(), *ref))
                 state["step"] = step + 1
                 ctx.checkpoint("train", {**state, "agent": agent.state_dict(), "generator": generator.get_state(),
                                          "optimizers": [o.state_dict() for o in _optimizers(agent)]})
@@ -291,6 +306,8 @@ def train(cfg: dict, ctx: RunContext) -> dict:
     if last:
         metrics["raw_return"] = float(np.mean([e[1] for e in last]))
         metrics["return"] = float(np.mean([e[2] for e in last]))
+    if "mode_return" in state:
+        metrics["mode_return"] = state["mode_return"]
     else:
         for name in ("return", "raw_return"):
             ctx.mark_undefined(name, f"no evaluation before the critic diverged at step {outcome.step}")
