@@ -98,10 +98,14 @@ class TanhGaussianActor(nn.Module):
     def sample(self, obs: torch.Tensor, samples: int | None = None, noise_clip: float | None = None):
         """(action, pre-tanh u, log pi(a|s)). With `samples`, n draws per state: shapes (B, n, ·).
         `noise_clip` clips the standard normal noise to [-c, c] (BEAR's trick for its MMD samples)."""
-        mean, log_std = self.distribution(obs)
+        return self.sample_from(*self.distribution(obs), samples, noise_clip)
+
+    def sample_from(self, mean: torch.Tensor, log_std: torch.Tensor, samples: int | None = None,
+                    noise_clip: float | None = None):
+        """`sample` from a distribution already computed, for losses that also use its parameters."""
         if samples is not None:
             mean, log_std = mean.unsqueeze(-2), log_std.unsqueeze(-2)
-            noise = torch.randn(*obs.shape[:-1], samples, mean.shape[-1], device=obs.device, dtype=obs.dtype)
+            noise = torch.randn(*mean.shape[:-2], samples, mean.shape[-1], device=mean.device, dtype=mean.dtype)
         else:
             noise = torch.randn_like(mean)
         if noise_clip is not None:
