@@ -36,8 +36,9 @@ from common.experiments import grid
 from common.papers import UsageError
 from reproductions.pearl import meta, tasks as task_families
 from reproductions.pearl.pearl import PEARL, PEARLConfig
+from reproductions.pearl.rl2 import RL2, RL2Config, check_config as check_rl2
 
-ALGOS = ("pearl",)
+ALGOS = ("pearl", "rl2")
 
 # The paper tier: the official defaults (katerakelly/oyster configs/default.py); each family's own
 # settings (configs/<family>.json) come with its point, below.
@@ -65,8 +66,10 @@ CONFIG = {
     "final_evals": 3,           # meta-tests averaged into the final metrics
     "return_threshold": None,   # for steps_to_threshold (per family, with its point; None: not measured)
     "checkpoint_every": 10,     # iterations between checkpoints
-    "rl2": {},                  # RL2Config fields (rl2.py), and its budget:
-    "rl2_env_steps": 0,
+    # RL² (rl2.py: ProMP's settings, the code PEARL compared with), and its budget
+    "rl2": {f.name: f.default for f in dataclasses.fields(RL2Config)},
+    "rl2_env_steps": 100_000_000,   # the x-range of the on-policy curves in Fig. 3 (M)
+    "rl2_eval_every": 10,           # RL² iterations between meta-tests
 }
 
 # The official per-family settings (configs/*.json). max_path_length and the task counts live with the
@@ -81,29 +84,33 @@ OFFICIAL = {
                     "context_batch": 100,
                     "return_threshold": -150.0},  # not official: the best task-agnostic return (README, Claims)
 }
-ALGO_SETTINGS = {"pearl": {"algo": "pearl"}, "pearl_det": {"algo": "pearl", "pearl.information_bottleneck": False}}
+ALGO_SETTINGS = {"pearl": {"algo": "pearl"}, "pearl_det": {"algo": "pearl", "pearl.information_bottleneck": False},
+                 "rl2": {"algo": "rl2"}}
 
 # See README, Tiers.
 CPU = {
     "point_sparse": {**OFFICIAL["point_sparse"], "iterations": 80, "train_steps": 250, "meta_batch": 8,
                      "batch_size": 128, "context_batch": 256, "posterior_steps": 200, "replay_capacity": 20_000,
-                     "eval_every": 10},
+                     "eval_every": 10, "rl2_env_steps": 2_500_000, "rl2.tasks_per_iteration": 80},
     "cheetah_vel": {**OFFICIAL["cheetah_vel"], "iterations": 60, "train_steps": 500, "meta_batch": 8,
-                    "batch_size": 128, "initial_steps": 400, "replay_capacity": 20_000, "eval_every": 5},
+                    "batch_size": 128, "initial_steps": 400, "replay_capacity": 20_000, "eval_every": 5,
+                    "rl2_env_steps": 4_000_000},
 }
 TIERS = {
     "smoke": {"pearl": {"hidden": [16, 16], "encoder_hidden": [16, 16]}, "iterations": 2, "train_steps": 3,
               "meta_batch": 2, "batch_size": 8, "context_batch": 8, "initial_steps": 20, "tasks_per_iteration": 2,
               "prior_steps": 20, "posterior_steps": 20, "extra_rl_steps": 20, "eval_trajectories": 2,
               "eval_exploration": 1, "eval_repeats": 1, "final_evals": 1, "replay_capacity": 200,
-              "checkpoint_every": 1},
+              "checkpoint_every": 1, "rl2": {"hidden": 8, "tasks_per_iteration": 3, "epochs": 2}, "rl2_env_steps": 240,
+              "rl2_eval_every": 1},
     "cpu": {"pearl": {"hidden": [128, 128, 128]}},
 }
 POINTS = {
     "smoke": grid(family={"point_sparse": {"family": "point_sparse"}}, algo=ALGO_SETTINGS),
     "cpu": grid(family={"point_sparse": CPU["point_sparse"]}, algo=ALGO_SETTINGS)
-    + grid(family={"cheetah_vel": CPU["cheetah_vel"]}, algo={"pearl": ALGO_SETTINGS["pearl"]}),
-    "paper": grid(family=OFFICIAL, algo=ALGO_SETTINGS),
+    + grid(family={"cheetah_vel": CPU["cheetah_vel"]}, algo={k: ALGO_SETTINGS[k] for k in ("pearl", "rl2")}),
+    "paper": grid(family={k: {**v, "rl2.tasks_per_iteration": min(100, task_families.FAMILIES[k].n_train)}
+                           for k, v in OFFICIAL.items()}, algo=ALGO_SETTINGS),
 }
 FEW_STEPS = {"iterations": 1, "train_steps": 2, "initial_steps": 1, "prior_steps": 1, "posterior_steps": 1,
              "extra_rl_steps": 1, "eval_trajectories": 2, "eval_exploration": 1, "eval_repeats": 1, "final_evals": 1,
@@ -138,13 +145,22 @@ def validate(cfg: dict) -> None:
     for key in ("gamma", "tau"):
         check_range(f"pearl.{key}", p[key], 0, 1)
     family = task_families.FAMILIES[cfg["family"]]
+    check_range("rl2_eval_every", cfg["rl2_eval_every"], 1)
+    rl2_fields = {f.name for f in dataclasses.fields(RL2Config)}
+    if set(cfg["rl2"]) - rl2_fields:
+        raise UsageError(f"rl2: unknown setting {sorted(set(cfg['rl2']) - rl2_fields)}; "
+                         f"valid: {', '.join(sorted(rl2_fields))}")
+    check_rl2(RL2Config(**cfg["rl2"]))
+    if cfg["rl2"]["tasks_per_iteration"] > family.n_train:
+        raise UsageError(f"rl2.tasks_per_iteration ({cfg['rl2']['tasks_per_iteration']}) must be <= the family's "
+                         f"{family.n_train} training tasks")
     if cfg["tasks_per_iteration"] > family.n_train:
         raise UsageError(f"tasks_per_iteration ({cfg['tasks_per_iteration']}) must be <= the family's "
                          f"{family.n_train} training tasks")
 
 
 def run(cfg: dict, ctx: RunContext) -> dict:
-    return train_pearl(cfg, ctx)
+    return train_rl2(cfg, ctx) if cfg["algo"] == "rl2" else train_pearl(cfg, ctx)
 
 
 # -- PEARL ----------------------------------------------------------------------------------------
@@ -242,7 +258,7 @@ def train_pearl(cfg: dict, ctx: RunContext) -> dict:
         ctx.record_throughput("env_steps_per_s", state["env_steps"] / state["env_seconds"])
     metrics = {**outcome.metrics(), "env_steps": float(state["env_steps"]),
                "posterior_order_gap": posterior_order_gap(agent, encoder_buffer, cfg, sparse, generator)}
-    metrics.update(_test_metrics(state["tests"], cfg, sparse, state["env_steps"], ctx))
+    metrics.update(_test_metrics(state["tests"], cfg, cfg["eval_exploration"], state["env_steps"], ctx))
     return metrics
 
 
@@ -261,19 +277,19 @@ def posterior_order_gap(agent: PEARL, encoder_buffer: meta.TaskReplay, cfg: dict
     return float(max(gaps))
 
 
-def _test_metrics(tests: list[dict], cfg: dict, sparse: bool, budget: int, ctx: RunContext) -> dict:
-    """The final metrics from the meta-tests (module docstring)."""
+def _test_metrics(tests: list[dict], cfg: dict, explore: int, budget: int, ctx: RunContext) -> dict:
+    """The final metrics from the meta-tests (module docstring); `explore`: how many of a meta-test's first
+    trajectories explore."""
     metrics: dict = {}
     last = tests[-cfg["final_evals"]:]
     if not last:
         for name in ("test_return", "first_return", "posterior_return"):
             ctx.mark_undefined(name, "no meta-test ran")
         return metrics
-    explore = cfg["eval_exploration"]
     returns = np.array([t["returns"] for t in last])  # (tests, trajectories)
     metrics.update(test_return=float(returns[:, -1].mean()), first_return=float(returns[:, 0].mean()),
                    posterior_return=float(returns[:, explore:].mean()))
-    if sparse:
+    if "success" in last[0]:
         success = np.array([t["success"] for t in last])
         metrics.update(prior_success=float(success[:, :explore].mean()),
                        posterior_success=float(success[:, explore:].mean()))
@@ -287,3 +303,56 @@ def _test_metrics(tests: list[dict], cfg: dict, sparse: bool, budget: int, ctx: 
     metrics["steps_lower_bound"] = float(reached[0] if reached else budget)
     return metrics
 
+
+
+# -- RL² ------------------------------------------------------------------------------------------
+def train_rl2(cfg: dict, ctx: RunContext) -> dict:
+    """RL² until `rl2_env_steps` training steps: each iteration one trial on each of
+    `rl2.tasks_per_iteration` training tasks (drawn without replacement), then PPO; a meta-test every
+    `rl2_eval_every` iterations is one deterministic trial on every test task: its last episode's return is
+    `test_return`, its first's `first_return` (the same names as PEARL's: a trial's first episode has no
+    experience of the task yet)."""
+    family = task_families.FAMILIES[cfg["family"]]
+    train_tasks, test_tasks = task_families.split(family)
+    train_envs = [family.make(task) for task in train_tasks]
+    test_envs = [family.make(task) for task in test_tasks]
+    obs_dim, act_dim = train_envs[0].observation_space.shape[0], train_envs[0].action_space.shape[0]
+    settings = RL2Config(**cfg["rl2"])
+    agent = RL2(obs_dim, act_dim, family.horizon, settings, sparse=family.sparse, device=ctx.device, seed=ctx.seed)
+    generator = torch.Generator().manual_seed(ctx.seed)
+    state = ctx.restore("train") or {"iteration": 0, "tests": [], "seconds": 0.0}
+    if "agent" in state:
+        agent.load_state_dict(state.pop("agent"))
+        generator.set_state(state.pop("generator"))
+    per_iteration = settings.tasks_per_iteration * settings.episodes_per_trial * family.horizon
+    iterations = -(-cfg["rl2_env_steps"] // per_iteration)
+    progress = ctx.progress(range(state["iteration"], iterations), f"{cfg['family']} rl2",
+                            total=iterations - state["iteration"])
+    with ctx.may_diverge("rl2") as outcome:
+        for iteration in progress:
+            clock = time.perf_counter()
+            chosen = torch.randperm(len(train_envs), generator=generator)[:settings.tasks_per_iteration].tolist()
+            base = 7919 * (ctx.seed + 1) + 100_003 * iteration
+            batch = agent.collect([train_envs[i] for i in chosen], [base + 1000 * j for j in range(len(chosen))])
+            stats = agent.update(batch)
+            state["seconds"] += time.perf_counter() - clock
+            ctx.log(agent.train_env_steps, train_return=float(batch["episode_returns"][:, -1].mean()),
+                    **{k: float(v) for k, v in stats.items()})
+            done = iteration + 1
+            if done % cfg["rl2_eval_every"] == 0 or done == iterations:
+                returns = np.concatenate([agent.evaluate(test_envs, [10**6 * (ctx.seed + 1) + 10_000 * repeat
+                                                                     + 100 * done + j for j in range(len(test_envs))])
+                                          for repeat in range(cfg["eval_repeats"])])  # (tasks x repeats, episodes)
+                row = {"iteration": done, "env_steps": agent.train_env_steps, "returns": returns.mean(0).tolist()}
+                state["tests"].append(row)
+                ctx.log(agent.train_env_steps, test_return=row["returns"][-1], first_return=row["returns"][0])
+            state["iteration"] = done
+            if done % cfg["checkpoint_every"] == 0 or done == iterations:
+                ctx.checkpoint("train", {**state, "agent": agent.state_dict(), "generator": generator.get_state()})
+    for env in train_envs + test_envs:
+        env.close()
+    if state["seconds"] > 0:
+        ctx.record_throughput("env_steps_per_s", agent.train_env_steps / state["seconds"])
+    metrics = {**outcome.metrics(), "env_steps": float(agent.train_env_steps)}
+    metrics.update(_test_metrics(state["tests"], cfg, 1, agent.train_env_steps, ctx))
+    return metrics
