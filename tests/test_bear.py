@@ -340,6 +340,8 @@ def test_repro_run_makes_the_datasets_once_whatever_the_seed(tmp_path, monkeypat
         [(False, 1)] * 4 + [(True, 0)]
     with_mode = sorted(r["config"]["algo"] for r in records if "mode_return" in r["metrics"])
     assert with_mode == ["bear", "bear_kl"]  # the acting-rule diagnostic is BEAR's alone
+    trained = [r for r in records if not r["point"].startswith("stage=data")]
+    assert all("return" in r["metrics"] and "return" not in r["undefined"] for r in trained)
 
 
 def test_recorded_transitions_chain_within_an_episode():

@@ -306,11 +306,11 @@ def train(cfg: dict, ctx: RunContext) -> dict:
     if last:
         metrics["raw_return"] = float(np.mean([e[1] for e in last]))
         metrics["return"] = float(np.mean([e[2] for e in last]))
-    if "mode_return" in state:
-        metrics["mode_return"] = state["mode_return"]
     else:
         for name in ("return", "raw_return"):
             ctx.mark_undefined(name, f"no evaluation before the critic diverged at step {outcome.step}")
+    if "mode_return" in state:
+        metrics["mode_return"] = state["mode_return"]
     if algo.startswith("bear"):
         metrics.update(mmd_estimator_sanity(ctx.device))
         after = [row["constraint"] for row in ctx.curves if "constraint" in row and row["step"] > warmup]
