@@ -92,7 +92,7 @@ CPU = {
     "point_sparse": {**OFFICIAL["point_sparse"], "iterations": 160, "train_steps": 250, "meta_batch": 8,
                      "batch_size": 128, "context_batch": 256, "posterior_steps": 200, "replay_capacity": 20_000,
                      "eval_every": 10, "rl2_env_steps": 2_500_000, "rl2.tasks_per_iteration": 80},
-    "cheetah_vel": {**OFFICIAL["cheetah_vel"], "iterations": 60, "train_steps": 500, "meta_batch": 8,
+    "cheetah_vel": {**OFFICIAL["cheetah_vel"], "iterations": 30, "meta_batch": 8,
                     "batch_size": 128, "initial_steps": 400, "replay_capacity": 20_000, "eval_every": 5,
                     "rl2_env_steps": 4_000_000},
 }
