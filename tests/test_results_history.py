@@ -1,11 +1,15 @@
 """Committed results are append-only: every file ever added under results/ is still there, byte for
 byte as the commit that added it wrote it. A superseded run is kept (and listed as such), never
-rewritten or deleted."""
+rewritten or deleted. The list of withdrawn runs is append-only as a whole: an entry is added, never
+edited or removed, so what it was when added is the start of what it is now."""
 import subprocess
 
 import pytest
 
 from common.papers import ROOT
+from common.records import WITHDRAWN
+
+APPEND_ONLY = f"results/{WITHDRAWN}"
 
 
 def _git(*args: str) -> str:
@@ -46,8 +50,11 @@ def test_every_committed_result_file_is_kept_unchanged_since_it_was_added(histor
     for line in _git("ls-files", "-s", "results").splitlines():
         meta, path = line.split("\t", 1)
         now[path] = meta.split()[1]
-    changed = sorted(p for p, blob in blobs.items() if now.get(p) != blob)
+    changed = sorted(p for p, blob in blobs.items() if now.get(p) != blob and p != APPEND_ONLY)
     assert not changed, f"results rewritten after they were committed: {changed[:5]}"
+    if APPEND_ONLY in blobs:
+        first, today = (_git("cat-file", "-p", blob) for blob in (blobs[APPEND_ONLY], now[APPEND_ONLY]))
+        assert today.startswith(first), f"{APPEND_ONLY}: an entry was edited or removed (entries are only appended)"
     dirty = _git("status", "--porcelain", "--", "results").splitlines()
-    modified = [line[3:] for line in dirty if line[:2].strip() in {"M", "D"}]
+    modified = [line[3:] for line in dirty if line[:2].strip() in {"M", "D"} and line[3:] != APPEND_ONLY]
     assert not modified, f"committed results modified or deleted in the working tree: {modified[:5]}"
