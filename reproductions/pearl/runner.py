@@ -209,12 +209,14 @@ def train_pearl(cfg: dict, ctx: RunContext) -> dict:
                    for repeat in range(cfg["eval_repeats"])]
         returns = np.concatenate([r["returns"] for r in results], axis=1)  # (trajectories, tasks x repeats)
         success = np.concatenate([r["success"] for r in results], axis=1)
-        row = {"iteration": iteration, "env_steps": state["env_steps"], "returns": returns.mean(1).tolist(),
-               "success": success.mean(1).tolist()}
+        row = {"iteration": iteration, "env_steps": state["env_steps"], "returns": returns.mean(1).tolist()}
+        logged = {"test_return": row["returns"][-1],
+                  **{f"trajectory_{k + 1}_return": value for k, value in enumerate(row["returns"])}}
+        if sparse:  # a goal radius exists only on the sparse families
+            row["success"] = success.mean(1).tolist()
+            logged["posterior_success"] = float(np.mean(row["success"][cfg["eval_exploration"]:]))
         state["tests"].append(row)
-        ctx.log(state["env_steps"], test_return=row["returns"][-1],
-                posterior_success=float(np.mean(row["success"][cfg["eval_exploration"]:])),
-                **{f"trajectory_{k + 1}_return": value for k, value in enumerate(row["returns"])})
+        ctx.log(state["env_steps"], **logged)
 
     algo = cfg["algo"]
     progress = ctx.progress(range(state["iteration"], cfg["iterations"]), f"{cfg['family']} {algo}",
