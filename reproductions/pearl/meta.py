@@ -85,7 +85,7 @@ def context(agent: PEARL, buffer_batch: dict[str, torch.Tensor], sparse: bool) -
 def _policy(agent: PEARL, z: torch.Tensor, deterministic: bool, device):
     def policy(obs: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(obs, dtype=torch.float32, device=device)
-        return agent.act(x, z[:len(x)], deterministic).cpu().numpy()
+        return agent.act(x, z, deterministic).cpu().numpy()  # rollout passes every task's row, in order
     return policy
 
 
