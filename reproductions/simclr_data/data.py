@@ -6,12 +6,14 @@ Every image array here is uint8 (N, 32, 32, 3), channels last, as `common.datase
 
     cifar10_splits()          {"pool": 40k train images, "eval": the other 10k, "test": the 1,000
                               official test images}, each (images, labels)
-    ood_images(name)          MNIST or Fashion-MNIST at 32×32, 3 channels
+    ood_images(name, split, n) MNIST or Fashion-MNIST at 32×32, 3 channels (n: a seeded prefix)
     coarse_labels(labels, d)  CIFAR-10 animal/vehicle, Fashion-MNIST garment groups
     salt_and_pepper, downsample_upsample   corruptions of the pretraining images (Fig. 4)
     subset(labels, n, seed)   n labelled examples, balanced over classes
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -49,15 +51,21 @@ def stratified_split(labels: np.ndarray, eval_size: int, seed: int = SPLIT_SEED)
     return pool_indices, eval_indices
 
 
+@functools.lru_cache(maxsize=1)
 def cifar10_splits(seed: int = SPLIT_SEED) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"pool", "eval", "test"}: (uint8 images (N, 32, 32, 3), int64 labels). pool = 40,000 training
     images in a seeded random order (take prefixes for nested pretraining subsets), eval = the other
-    10,000 (1,000 per class), test = the 1,000 official test images there are."""
+    10,000 (1,000 per class), test = the 1,000 official test images there are. Computed once per process
+    and read-only (take copies to modify)."""
     images, labels = datasets.cifar10("train")
     pool, held_out = stratified_split(labels, EVAL_SIZE, seed)
     test_images, test_labels = datasets.cifar10("test")
-    return {"pool": (images[pool], labels[pool]), "eval": (images[held_out], labels[held_out]),
-            "test": (test_images, test_labels)}
+    splits = {"pool": (images[pool], labels[pool]), "eval": (images[held_out], labels[held_out]),
+              "test": (test_images.copy(), test_labels.copy())}
+    for pair in splits.values():
+        for array in pair:
+            array.flags.writeable = False
+    return splits
 
 
 # -- out-of-domain images ------------------------------------------------------------------------------------------
@@ -79,12 +87,19 @@ def to_cifar_format(images: np.ndarray, size: int = IMAGE_SIZE, chunk: int = 10_
     return out
 
 
-def ood_images(name: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def ood_images(name: str, split: str = "train", n: int | None = None,
+               seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """MNIST or Fashion-MNIST as CIFAR-shaped images: (N, 32, 32, 3) uint8, bilinearly resized from
-    28×28, grey in all 3 channels; and the int64 labels."""
+    28×28, grey in all 3 channels; and the int64 labels. With `n`, the first n of a fixed seeded order
+    (one order per seed, so that a smaller n is a prefix of a larger one, like the CIFAR-10 pool)."""
     if name not in OOD_DATASETS:
         raise ValueError(f"unknown out-of-domain dataset {name!r}; valid: {', '.join(OOD_DATASETS)}")
     images, labels = OOD_DATASETS[name](split)
+    if n is not None:
+        if not 0 <= n <= len(labels):
+            raise ValueError(f"n must be in 0..{len(labels)} for {name} {split}, got {n}")
+        order = np.random.default_rng(seed).permutation(len(labels))[:n]
+        images, labels = images[order], labels[order]
     return to_cifar_format(images), labels
 
 
