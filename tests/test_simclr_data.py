@@ -344,3 +344,107 @@ def test_subset_is_balanced_nested_and_seeded():
     assert len(data.subset(labels, 50, seed=0, per_class=False)) == 50
     with pytest.raises(ValueError, match="per_class=False"):
         data.subset(np.array([0] * 10 + [1] * 2), 10, seed=0)
+
+
+# -- the runner --------------------------------------------------------------------------------------------------------
+def _runner():
+    from common.papers import get_paper
+    return get_paper("simclr_data").runner()
+
+
+def _point_cfg(tier: str, name: str, sets: dict | None = None) -> dict:
+    from common.config import resolve
+    runner = _runner()
+    point = next(p for p in runner.POINTS[tier] if p.name == name)
+    return resolve(runner, tier, sets or {}, point)
+
+
+def test_the_study_has_every_question_and_each_consumer_needs_a_producer_of_the_same_seed():
+    from common.experiments import tier_points
+    runner = _runner()
+    points = {p.name: p for p in tier_points(runner, "cpu")}
+    pretrain = [p for p in points.values() if p.labels["stage"] == "pretrain"]
+    assert {p.labels["data"] for p in pretrain if p.labels["method"] == "simclr"} >= {
+        "cifar2.5k", "cifar5k", "cifar10k", "cifar20k", "cifar40k", "cifar20k+ood20k", "cifar10k+ood10k", "fmnist40k",
+        "cifar40k-sp1.2", "cifar40k-sp3.2", "cifar40k-down16", "cifar40k-down8"}
+    for p in points.values():
+        if p.labels["stage"] != "pretrain":
+            needs = p.requires["encoder"]
+            assert needs.seed is None and points[needs.point].labels["stage"] == "pretrain"
+            assert points[needs.point].labels["data"] == p.labels["data"]
+    assert sorted(p.labels["labels"] for p in points.values() if p.labels["stage"] == "finetune") == ["1k", "250", "40k", "4k"]
+
+
+def test_a_pretraining_set_mixes_sources_and_corrupts_every_method_s_images_alike():
+    require_datasets("cifar10", "fashion-mnist", "mnist")
+    runner = _runner()
+    cfg = _point_cfg("cpu", "stage=pretrain,method=simclr,data=cifar10k+ood10k")
+    images, labels, extra = runner.pretraining_set(cfg)
+    assert images.shape == (20_000, 32, 32, 3) and images.dtype == np.uint8 and extra == {}
+    grey = (images[..., 0] == images[..., 1]).all(axis=(1, 2)) & (images[..., 1] == images[..., 2]).all(axis=(1, 2))
+    assert grey[10_000:].all() and grey[:10_000].mean() < 0.05  # CIFAR-10 first, then the grey out-of-domain half
+    simclr = runner.pretraining_set(_point_cfg("cpu", "stage=pretrain,method=simclr,data=cifar40k-sp3.2"))
+    supervised = runner.pretraining_set(_point_cfg("cpu", "stage=pretrain,method=supervised,data=cifar40k-sp3.2"))
+    assert np.array_equal(simclr[0], supervised[0])  # the same corrupted images for both methods
+    assert simclr[2]["corruption_psnr"] == pytest.approx(10 * math.log10(255 ** 2 / 654), abs=0.3)  # matched to down8
+    down8 = runner.pretraining_set(_point_cfg("cpu", "stage=pretrain,method=simclr,data=cifar40k-down8"))
+    assert down8[2]["corruption_psnr"] == pytest.approx(simclr[2]["corruption_psnr"], abs=0.3)
+
+
+def test_the_probe_separates_separable_features_and_picks_the_strength_on_held_out_data():
+    runner = _runner()
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), [220] + [20] * 9)  # class 0 is 55% of the labels
+    centres = rng.normal(size=(10, 16)) * 5
+    features = centres[labels] + rng.normal(size=(400, 16))
+    predict = runner.fit_probe(features, labels, {"C": [1e-6, 1.0], "max_iter": 500})
+    test_labels = np.repeat(np.arange(10), 10)
+    assert (predict(centres[test_labels] + rng.normal(size=(100, 16))) == test_labels).mean() > 0.95
+    # C = 1e-6 alone leaves only the (unpenalised) intercept: it predicts the majority class, so the
+    # held-out fifth must have chosen C = 1 above
+    weak = runner.fit_probe(features, labels, {"C": [1e-6], "max_iter": 500})
+    assert (weak(features) == 0).mean() > 0.9
+
+
+def test_coarse_scores_judge_the_fine_predictions_at_the_coarse_level():
+    runner = _runner()
+    labels = np.array([0, 1, 2, 3])          # airplane, automobile, bird, cat
+    predicted = np.array([1, 0, 3, 0])       # vehicle->vehicle twice, animal->animal, animal->vehicle
+    assert runner.scores(predicted, labels, "cifar10", "x_") == {"x_accuracy": 0.0, "x_coarse_accuracy": 75.0}
+
+
+@pytest.mark.parametrize("setting, key", [
+    (["images.cifar10=0"], "images"),
+    (["method=supervised", "images.fashion_mnist=100"], "images"),
+    (["method=supervised", "images.cifar10=100", "labels=500"], "labels"),
+    (["corruption=salt_pepper"], "salt_pepper_p"),
+    (["encoder.depth=50"], "encoder"),
+    (["probe.datasets=mnist"], "probe.datasets"),
+    (["probe.label_counts=1000"], "probe.label_counts"),
+])
+def test_validate_names_what_was_wrong_and_what_is_valid(setting, key):
+    from common.config import parse_sets, resolve
+    from common.papers import UsageError
+    runner = _runner()
+    with pytest.raises(UsageError, match=key.replace(".", r"\.")):
+        runner.validate(resolve(runner, "smoke", parse_sets(runner, setting)))
+
+
+def test_a_killed_simclr_run_resumes_to_the_same_encoder(tmp_path):
+    """Killed between two checkpoints, resumed: the same losses and the same published encoder."""
+    require_datasets("cifar10", "fashion-mnist", "mnist")
+    from tests.resume import kill_then_resume
+    runner = _runner()
+    cfg = _point_cfg("smoke", "stage=pretrain,method=simclr,data=mix-sp",
+                     {"simclr": {"steps": 6}, "checkpoint_every": 2, "log_every": 1})
+
+    def run(cfg, ctx):
+        published = {}
+        ctx.publisher = lambda name, value: published.setdefault(name, value) and {}
+        metrics = runner.run(cfg, ctx)
+        state = published["encoder"]["state"]
+        return {**metrics, "weights": sum(float(v.float().sum()) for v in state.values())}
+
+    reference, resumed, _, ckpt = kill_then_resume("simclr_data", run, cfg, tmp_path, kill_at_log_call=4)
+    assert (ckpt / "simclr.pt").exists()
+    assert resumed == reference

@@ -73,6 +73,7 @@ CONFIG = {
     "encoder": {"depth": 18, "width": 1.0},
     "simclr": {
         "steps": 78_125,        # 1,000 epochs of 40,000 images at batch 512
+        "optimizer": "lars",    # lars (official) or adamw (for short schedules: README, Tiers)
         "batch_size": 512, "base_lr": 1.0, "lr_scaling": "linear", "weight_decay": 1e-4, "momentum": 0.9,
         "warmup_fraction": 0.01,  # 10 of 1,000 epochs
         "temperature": 0.5, "head_layers": 2, "projection_dim": 128, "colour_strength": 0.5, "blur": False,
@@ -139,7 +140,7 @@ SUPERVISED_SETS = {"cifar250": {**_images(40_000), "labels": 250}, "cifar1k": {*
                    "fmnist40k": _images(fashion_mnist=40_000),
                    **{tag: {**_images(40_000), **c} for tag, c in CORRUPTED.items()}}
 PROBED_SUPERVISED = ("cifar40k", *CORRUPTED)
-BOTH_DOMAINS = ("cifar40k", "cifar20k+ood20k", "cifar10k+ood10k", "fmnist40k")
+BOTH_DOMAINS = ("cifar40k", "cifar20k", "cifar20k+ood20k", "cifar10k+ood10k", "fmnist40k")
 FINETUNE_LABELS = {"250": 250, "1k": 1_000, "4k": 4_000, "40k": 40_000}
 
 
@@ -217,6 +218,7 @@ def validate(cfg: dict) -> None:
     for key in ("steps", "batch_size", "head_layers", "projection_dim"):
         check_range(f"simclr.{key}", s[key], 1)
     check_names("simclr.lr_scaling", s["lr_scaling"], ("linear", "sqrt"))
+    check_names("simclr.optimizer", s["optimizer"], ("lars", "adamw"))
     for key in ("base_lr", "weight_decay", "colour_strength"):
         check_range(f"simclr.{key}", s[key], 0)
     check_range("simclr.temperature", s["temperature"], 1e-6)
@@ -449,7 +451,9 @@ def pretrain(cfg: dict, ctx: RunContext) -> dict:
         head = ProjectionHead(encoder.feature_dim, s["projection_dim"], s["head_layers"]).to(ctx.device)
         model = nn.ModuleDict({"encoder": encoder, "head": head})
         peak = scaled_learning_rate(s["base_lr"], s["batch_size"], s["lr_scaling"])
-        optimizer = LARS(lars_param_groups(model, s["weight_decay"]), lr=peak, momentum=s["momentum"])
+        groups = lars_param_groups(model, s["weight_decay"])  # BN parameters and biases: no weight decay
+        optimizer = (LARS(groups, lr=peak, momentum=s["momentum"]) if s["optimizer"] == "lars" else
+                     torch.optim.AdamW([{k: v for k, v in g.items() if k != "adapt"} for g in groups], lr=peak))
         generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
         last = fit("simclr", model, optimizer, simclr_batch_loss(encoder, head, torch.from_numpy(images).to(ctx.device), s),
                    s, peak, cfg, ctx, generator)
