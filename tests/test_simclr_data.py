@@ -448,3 +448,20 @@ def test_a_killed_simclr_run_resumes_to_the_same_encoder(tmp_path):
     reference, resumed, _, ckpt = kill_then_resume("simclr_data", run, cfg, tmp_path, kill_at_log_call=4)
     assert (ckpt / "simclr.pt").exists()
     assert resumed == reference
+
+
+def test_the_probe_s_settings_leave_a_pretraining_point_and_its_encoder_alone():
+    """A pretraining point's config (its record's identity and its encoder's address) holds only what it reads:
+    a new probe setting reruns the probes but reuses every encoder; a new SimCLR recipe reruns its consumers."""
+    from common.artifacts import address
+    name, probe = "stage=pretrain,method=simclr,data=cifar10k", "stage=probe,method=simclr,data=cifar10k"
+    new_probe = {"probe": {"C": [5.0]}}
+    assert _point_cfg("cpu", name, new_probe) == _point_cfg("cpu", name)
+    assert address("simclr_data", "encoder", _point_cfg("cpu", name, new_probe), 0) == \
+        address("simclr_data", "encoder", _point_cfg("cpu", name), 0)
+    assert _point_cfg("cpu", probe, new_probe) != _point_cfg("cpu", probe)
+    new_recipe = {"simclr": {"temperature": 0.3}}
+    assert _point_cfg("cpu", name, new_recipe) != _point_cfg("cpu", name)
+    assert _point_cfg("cpu", probe, new_recipe) != _point_cfg("cpu", probe)
+    supervised = "stage=pretrain,method=supervised,data=cifar40k"
+    assert _point_cfg("cpu", supervised, new_recipe) == _point_cfg("cpu", supervised)

@@ -102,10 +102,11 @@ TIERS = {
               "simclr": {"steps": 4, "batch_size": 16, "warmup_fraction": 0.25},
               "supervised": {"steps": 4, "batch_size": 16},
               "probe": {"train_images": 300, "label_counts": [50], "C": [0.1, 1.0], "max_iter": 200}},
-    # README, Tiers: a ResNet-8 and a fixed budget of 500 steps at batch 128 for every pretraining set
+    # README, Tiers: a ResNet-8; every SimCLR run 500 steps of 128 pairs (128k images through the encoder),
+    # every supervised or fine-tuning run 500 steps of 128 images; temperature 0.2 from the pilots
     "cpu": {"encoder": {"depth": 8, "width": 1.0},
-            "simclr": {"steps": 500, "batch_size": 128, "warmup_fraction": 0.05},
-            "supervised": {"steps": 250, "batch_size": 128}, "log_every": 25, "checkpoint_every": 100},
+            "simclr": {"steps": 500, "batch_size": 128, "warmup_fraction": 0.05, "temperature": 0.2},
+            "supervised": {"steps": 500, "batch_size": 128}, "log_every": 25, "checkpoint_every": 100},
     "paper": {},
 }
 FEW_STEPS = {"encoder": {"width": 0.25},  # ResNet-18 at a quarter of its widths: the test's CPU time
@@ -144,10 +145,21 @@ BOTH_DOMAINS = ("cifar40k", "cifar20k", "cifar20k+ood20k", "cifar10k+ood10k", "f
 FINETUNE_LABELS = {"250": 250, "1k": 1_000, "4k": 4_000, "40k": 40_000}
 
 
+# What a pretraining point reads: its config, its hash and the address of the encoder it publishes leave
+# the rest out, so that changing the probe (or the other method's recipe) neither retrains an encoder nor
+# reruns its record. Probe and fine-tuning points keep the whole config, so a change to the recipe that made
+# their encoder reruns them too.
+DATA_KEYS = ("stage", "method", "images", "corruption", "salt_pepper_p", "downsample_to", "encoder",
+             "log_every", "checkpoint_every")
+SCOPES = {"simclr": DATA_KEYS + ("simclr",),
+          "supervised": DATA_KEYS + ("labels", "supervised", "eval_images", "eval_batch"),
+          "untrained": ("stage", "method", "encoder")}
+
+
 def _pretrain(method: str, tag: str, settings: dict) -> Point:
     labels = {"stage": "pretrain", "method": method, "data": tag}
     return Point(",".join(f"{k}={v}" for k, v in labels.items()), labels,
-                 {"stage": "pretrain", "method": method, **settings})
+                 {"stage": "pretrain", "method": method, **settings}, scope=SCOPES[method])
 
 
 def _consumer(stage: str, producer: Point, settings: dict, **extra_labels) -> Point:
@@ -187,8 +199,55 @@ POINTS = {"smoke": _smoke(), "cpu": _study(), "paper": _study()}
 
 
 def validate(cfg: dict) -> None:
+    """Checks every key the config has: a pretraining point's config holds only what it reads (SCOPES)."""
     check_names("stage", cfg["stage"], STAGES)
     check_names("method", cfg["method"], METHODS)
+    if "images" in cfg:
+        _validate_data(cfg)
+    try:
+        resnet(cfg["encoder"]["depth"], cfg["encoder"]["width"])
+    except ValueError as err:
+        raise UsageError(f"encoder: {err}") from None
+    if "simclr" in cfg:
+        s = cfg["simclr"]
+        for key in ("steps", "batch_size", "head_layers", "projection_dim"):
+            check_range(f"simclr.{key}", s[key], 1)
+        check_names("simclr.lr_scaling", s["lr_scaling"], ("linear", "sqrt"))
+        check_names("simclr.optimizer", s["optimizer"], ("lars", "adamw"))
+        for key in ("base_lr", "weight_decay", "colour_strength"):
+            check_range(f"simclr.{key}", s[key], 0)
+        check_range("simclr.temperature", s["temperature"], 1e-6)
+        check_range("simclr.momentum", s["momentum"], 0, 0.999999)
+        check_range("simclr.warmup_fraction", s["warmup_fraction"], 0, 1)
+    if "supervised" in cfg:
+        s = cfg["supervised"]
+        for key in ("steps", "batch_size"):
+            check_range(f"supervised.{key}", s[key], 1)
+        for key in ("lr", "weight_decay"):
+            check_range(f"supervised.{key}", s[key], 0)
+        check_range("supervised.momentum", s["momentum"], 0, 0.999999)
+        check_range("supervised.warmup_fraction", s["warmup_fraction"], 0, 1)
+    if "finetune_lr" in cfg:
+        check_range("finetune_lr", cfg["finetune_lr"], 0)
+    if "probe" in cfg:
+        probe = cfg["probe"]
+        check_names("probe.datasets", probe["datasets"], LABELLED)
+        check_range("probe.train_images", probe["train_images"], 20, data.POOL_SIZE)
+        check_range("probe.label_counts", probe["label_counts"], 20, probe["train_images"],
+                    " (at least 2 per class, at most probe.train_images)")
+        if not probe["C"]:
+            raise UsageError("probe.C: give at least one inverse regularisation strength, e.g. 1.0")
+        check_range("probe.C", probe["C"], 1e-12)
+        check_range("probe.max_iter", probe["max_iter"], 1)
+    if "eval_images" in cfg:
+        check_range("eval_images", cfg["eval_images"], 10, data.EVAL_SIZE)
+    for key in ("eval_batch", "log_every", "checkpoint_every"):
+        if key in cfg:
+            check_range(key, cfg[key], 1)
+
+
+def _validate_data(cfg: dict) -> None:
+    """The pretraining set, its corruption and the labelled images."""
     check_names("corruption", cfg["corruption"], CORRUPTIONS)
     unknown = set(cfg["images"]) - set(SOURCES)
     if unknown:
@@ -199,6 +258,11 @@ def validate(cfg: dict) -> None:
     if cfg["stage"] == "pretrain" and cfg["method"] != "untrained" and not sources:
         raise UsageError("images: the pretraining set is empty; give at least one source a count, e.g. "
                          "--set images.cifar10=10000")
+    check_range("salt_pepper_p", cfg["salt_pepper_p"], 1e-6 if cfg["corruption"] == "salt_pepper" else 0, 1)
+    check_range("downsample_to", cfg["downsample_to"], 1, data.IMAGE_SIZE)
+    if "labels" not in cfg:
+        return
+    check_range("labels", cfg["labels"], 10, SOURCE_SIZE["fashion_mnist"], " (balanced over 10 classes)")
     if cfg["stage"] == "pretrain" and cfg["method"] == "supervised":
         if len(sources) != 1 or sources[0] not in LABELLED:
             raise UsageError(f"images: supervised training needs exactly one labelled source, one of "
@@ -207,41 +271,6 @@ def validate(cfg: dict) -> None:
                     "most the source's pretraining images)")
     if cfg["stage"] == "finetune":
         check_range("labels", cfg["labels"], 10, data.POOL_SIZE, " (balanced over 10 classes; at most the pool)")
-    check_range("labels", cfg["labels"], 10, SOURCE_SIZE["fashion_mnist"], " (balanced over 10 classes)")
-    check_range("salt_pepper_p", cfg["salt_pepper_p"], 1e-6 if cfg["corruption"] == "salt_pepper" else 0, 1)
-    check_range("downsample_to", cfg["downsample_to"], 1, data.IMAGE_SIZE)
-    try:
-        resnet(cfg["encoder"]["depth"], cfg["encoder"]["width"])
-    except ValueError as err:
-        raise UsageError(f"encoder: {err}") from None
-    s = cfg["simclr"]
-    for key in ("steps", "batch_size", "head_layers", "projection_dim"):
-        check_range(f"simclr.{key}", s[key], 1)
-    check_names("simclr.lr_scaling", s["lr_scaling"], ("linear", "sqrt"))
-    check_names("simclr.optimizer", s["optimizer"], ("lars", "adamw"))
-    for key in ("base_lr", "weight_decay", "colour_strength"):
-        check_range(f"simclr.{key}", s[key], 0)
-    check_range("simclr.temperature", s["temperature"], 1e-6)
-    for section in ("simclr", "supervised"):
-        check_range(f"{section}.momentum", cfg[section]["momentum"], 0, 0.999999)
-        check_range(f"{section}.warmup_fraction", cfg[section]["warmup_fraction"], 0, 1)
-    for key in ("steps", "batch_size"):
-        check_range(f"supervised.{key}", cfg["supervised"][key], 1)
-    for key in ("lr", "weight_decay"):
-        check_range(f"supervised.{key}", cfg["supervised"][key], 0)
-    check_range("finetune_lr", cfg["finetune_lr"], 0)
-    probe = cfg["probe"]
-    check_names("probe.datasets", probe["datasets"], LABELLED)
-    check_range("probe.train_images", probe["train_images"], 20, data.POOL_SIZE)
-    check_range("probe.label_counts", probe["label_counts"], 20, probe["train_images"],
-                " (at least 2 per class, at most probe.train_images)")
-    if not probe["C"]:
-        raise UsageError("probe.C: give at least one inverse regularisation strength, e.g. 1.0")
-    check_range("probe.C", probe["C"], 1e-12)
-    check_range("probe.max_iter", probe["max_iter"], 1)
-    check_range("eval_images", cfg["eval_images"], 10, data.EVAL_SIZE)
-    for key in ("eval_batch", "log_every", "checkpoint_every"):
-        check_range(key, cfg[key], 1)
 
 
 def run(cfg: dict, ctx: RunContext) -> dict:
