@@ -44,6 +44,15 @@ def test_a_run_with_the_same_config_and_seed_is_done(toy):
     assert not already_done(Job("toy", "smoke", 0, (("lr", 0.1),)))
 
 
+def test_a_withdrawn_record_does_not_count_as_done(toy):
+    """A record listed in results/withdrawn.yaml (made by code later found defective) is kept but must run again."""
+    job = Job("toy", "smoke", 0, ())
+    path = write_record(toy, "toy", "smoke", 0, {"loss": 1.0})
+    assert already_done(job)
+    (toy / "withdrawn.yaml").write_text(f"- paper: toy\n  tier: smoke\n  reason: a defect\n  runs: [{path.name}]\n")
+    assert not already_done(job)
+
+
 def _real_paper():
     names = implemented_names()
     if not names:
