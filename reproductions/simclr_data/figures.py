@@ -87,12 +87,35 @@ def figures(runs, out_dir: Path) -> list:
                       "and far more from lower resolution than from salt-and-pepper noise",
                       save(grid.figure, out / "simclr_data_corruption.png")))
 
+    curves = _pretraining_curves(runs)
+    if not curves.empty:
+        grid = sns.relplot(data=curves, x="step", y="value", hue="data", col="measure", kind="line",
+                           errorbar=("pi", 100), height=3.0, aspect=1.3, facet_kws={"sharey": False})
+        grid.set_axis_labels("SimCLR step", "")
+        items.append(("SimCLR pretraining: the NT-Xent loss and how often a view's nearest other view is its positive, "
+                      "per pretraining set (mean over seeds, band: their range)",
+                      save(grid.figure, out / "simclr_data_pretraining.png")))
+
     granularity = _granularity_table(table)
     if granularity is not None:
         items.append(("Question 5, how fine: supervised training against the SimCLR linear probe on the fine classes "
                       "and on the coarse groups (both trained on the fine classes; mean [min, max] over seeds). The "
                       "paper (Fig. 5): the SSL-supervised gap grows as the labels get finer", granularity))
     return items
+
+
+def _pretraining_curves(runs) -> pd.DataFrame:
+    frames = []
+    for run in runs:
+        labels = run.record.get("labels") or {}
+        if labels.get("stage") != "pretrain" or labels.get("method") != "simclr":
+            continue
+        curves = run.curves()
+        if "positive_top1" not in curves:
+            continue
+        long = curves.melt(id_vars="step", value_vars=["loss", "positive_top1"], var_name="measure").dropna()
+        frames.append(long.assign(seed=run.seed, data=labels["data"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _label_curve(table: pd.DataFrame) -> pd.DataFrame:
