@@ -4,7 +4,9 @@ Slurm via submitit.
 Jobs run in waves: the points that produce artifacts before the points that consume them (and a
 consumer's producer run is added to the sweep when it is not already in it). Runs whose record
 already exists (same paper, tier, point, seed and resolved config, status ok) are skipped, and every
-job runs with --resume, so an interrupted sweep continues where it stopped.
+job runs with --resume, so an interrupted sweep continues where it stopped. A done producer whose
+artifact a job still to run needs, but which the cache lacks (a fresh clone, a cleared cache), runs
+again in its wave, once, rather than inside each of its consumers.
 
 Sweeps started side by side (on one machine, or on hosts sharing the project folder) split the work:
 a sweep claims each job by creating its lock file atomically (`.cache/locks/<job>.lock`, holding the
@@ -31,6 +33,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from common import config as configs
+from common import artifacts
 from common.artifacts import cache_root
 from common.experiments import depth, get_point, tier_points
 from common.papers import ROOT, UsageError, get_paper
@@ -124,6 +127,28 @@ def already_done(job: Job) -> bool:
     return any(r.record["status"] == "ok" and r.path.name not in gone and r.seed == job.seed and r.point == job.point and r.pilot == job.pilot
                and configs.same_config(runner, r.record["config"], cfg) and r.record["overrides"] == overrides
                for r in runs)
+
+
+def missing_artifacts(job: Job, todo: list[Job]) -> list[str]:
+    """The artifacts `job` publishes that a job in `todo` requires and the cache does not hold intact."""
+    points = {p.name: p for p in tier_points(get_paper(job.paper).runner(), job.tier)}
+    names = {name for consumer in todo if consumer.point and consumer.overrides == job.overrides
+             for name, needs in points[consumer.point].requires.items()
+             if needs.point == job.point and (consumer.seed if needs.seed is None else needs.seed) == job.seed}
+    if not names:
+        return []
+    _, _, cfg = prepare(job.paper, job.tier, job.override_dict(), job.point)
+    return sorted(n for n in names if artifacts.lookup(job.paper, n, artifacts.address(job.paper, n, cfg, job.seed)) is None)
+
+
+def _jobs_to_run(jobs: list[Job]) -> list[Job]:
+    """The jobs without a record, and the done producers whose artifacts those jobs need but the cache
+    lacks (recursively: a rebuilt producer may need its own producer's artifact)."""
+    done = [j for j in jobs if already_done(j)]
+    todo = [j for j in jobs if j not in done]
+    while rebuild := [j for j in done if j not in todo and missing_artifacts(j, todo)]:
+        todo += rebuild
+    return sorted(todo, key=jobs.index)
 
 
 # -- claiming jobs ------------------------------------------------------------------------------------
@@ -251,7 +276,7 @@ def run_sweep(jobs: list[Job], workers: int = 1, launcher: str = "local", device
         raise UsageError(f"unknown launcher {launcher!r}; valid launchers: {', '.join(LAUNCHERS)}")
     if workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
-    todo = [j for j in jobs if not (skip_done and already_done(j))]
+    todo = _jobs_to_run(jobs) if skip_done else list(jobs)
     counts = {"skipped": len(jobs) - len(todo), "done": 0, "elsewhere": 0, "failed": 0}
     tier = jobs[0].tier if jobs else "paper"  # a sweep runs one tier
     threads = threads or TIER_THREADS[tier] or max(1, (os.cpu_count() or 1) // workers)
@@ -269,7 +294,8 @@ def run_sweep(jobs: list[Job], workers: int = 1, launcher: str = "local", device
                     lock = claim(job)
                     if lock is None:
                         held.append(job)
-                    elif skip_done and already_done(job):  # another sweep finished it before we claimed it
+                    elif skip_done and already_done(job) and not missing_artifacts(job, todo):
+                        # another sweep finished it before we claimed it
                         release(lock)
                         counts["elsewhere"] += 1
                         bar.update()

@@ -1,6 +1,7 @@
 """Experiments end to end on a toy paper: points, artifacts between runs, sweeps that order, skip and
 resume, claims across points, the experiment table, superseded records."""
 import json
+import shutil
 import textwrap
 
 import pytest
@@ -88,6 +89,18 @@ def test_sweep_runs_waves_skips_done_jobs_and_resumes_killed_ones(toyexp, monkey
     probe = next(r for r in runs if r.point == "labels=10" and r.seed == 0)
     assert [int(s) for s in probe.curves()["step"]] == [0, 1, 2, 3, 4]  # resumed at 3, curves kept
     assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 6, "done": 0, "elsewhere": 0, "failed": 0}
+
+
+def test_a_sweep_rebuilds_a_lost_artifact_once_and_only_when_a_job_needs_it(toyexp, tmp_path):
+    run_sweep(plan([PAPER], "smoke", [0], [], [], points=["pretrain"]), workers=2, threads=1)
+    shutil.rmtree(tmp_path / "cache" / "artifacts")  # a fresh clone: the record is there, its encoder is not
+    jobs = plan([PAPER], "smoke", [0], [], [])
+    # the producer runs again in its own wave, not inside each of the two probes that need it
+    assert run_sweep(jobs, workers=2, threads=1) == {"skipped": 0, "done": 3, "elsewhere": 0, "failed": 0}
+    pretrains = [r for r in _records() if r.point == "pretrain"]
+    assert len(pretrains) == 2 and pretrains[0].record["metrics"] == pretrains[1].record["metrics"]  # same seed, same encoder
+    shutil.rmtree(tmp_path / "cache" / "artifacts")
+    assert run_sweep(jobs, workers=2, threads=1)["skipped"] == 3  # every consumer done: nothing to rebuild for
 
 
 def test_slurm_path_runs_points_in_waves_through_submitit_local_executor(toyexp, tmp_path):

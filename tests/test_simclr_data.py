@@ -344,6 +344,15 @@ def test_subset_is_balanced_nested_and_seeded():
     assert len(data.subset(labels, 50, seed=0, per_class=False)) == 50
     with pytest.raises(ValueError, match="per_class=False"):
         data.subset(np.array([0] * 10 + [1] * 2), 10, seed=0)
+    unbalanced = np.array([0] * 10 + [1] * 2)  # all of a set is the set, balanced or not
+    assert data.subset(unbalanced, 12, seed=0).tolist() == list(range(12))
+
+
+def test_supervised_takes_all_of_an_unbalanced_pretraining_set():
+    require_datasets("fashion-mnist")
+    _, labels = data.ood_images("fashion_mnist", "train", 40_000)
+    assert np.bincount(labels).min() < 4_000  # the seeded 40k is not balanced...
+    assert len(data.subset(labels, 40_000, data.SPLIT_SEED)) == 40_000  # ...and is still usable whole
 
 
 # -- the runner --------------------------------------------------------------------------------------------------------
