@@ -282,7 +282,7 @@ def run_sweep(jobs: list[Job], workers: int = 1, launcher: str = "local", device
     threads = threads or TIER_THREADS[tier] or max(1, (os.cpu_count() or 1) // workers)
     if launcher == "slurm" and executor is None:
         import submitit
-        executor = submitit.AutoExecutor(folder=ROOT / ".cache" / "submitit", cluster="slurm")
+        executor = submitit.AutoExecutor(folder=cache_root() / "submitit", cluster="slurm")
         executor.update_parameters(cpus_per_task=threads, timeout_min=60, **(slurm_options or {}))
     waiting: set[Job] = set()
     with tqdm(total=len(todo), desc="sweep") as bar:

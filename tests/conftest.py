@@ -12,6 +12,15 @@ from common.papers import implemented_papers
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """The tests' checkpoints, artifacts, locks and logs go to a temporary folder, never into the
+    project's .cache (where a sweep beside the tests keeps its own). A test may point at its own."""
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["REPRO_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture
 def results_dir(tmp_path, monkeypatch) -> Path:
     """Runs in a test write here, never into the committed results/."""
