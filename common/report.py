@@ -126,14 +126,19 @@ class PaperReport:
 
     @property
     def cpu_minutes_per_seed(self) -> float | None:
-        return summarize([r.record["wall_time_s"] for r in self.cpu_runs]).value / 60 if self.cpu_runs else None
+        """One seed's wall time summed over the tier's points (its one run for a tier without points),
+        averaged over the seeds."""
+        per_seed: dict[int, float] = {}
+        for run in self.cpu_runs:
+            per_seed[run.seed] = per_seed.get(run.seed, 0.0) + run.record["wall_time_s"]
+        return summarize(list(per_seed.values())).value / 60 if per_seed else None
 
     @property
     def cpu_hardware(self) -> str | None:
-        if not self.cpu_runs:
-            return None
-        hw = self.cpu_runs[0].record["hardware"]
-        return f"{hw.get('gpu') or hw.get('cpu')}, {hw.get('torch_threads')} thread(s)"
+        """Every machine the judged runs ran on (in order of first use), with the thread count."""
+        machines = [f"{hw.get('gpu') or hw.get('cpu')}, {hw.get('torch_threads')} thread(s)"
+                    for hw in (r.record["hardware"] for r in self.cpu_runs)]
+        return " + ".join(dict.fromkeys(machines)) or None
 
     def tiers_run(self) -> list[str]:
         """The tiers at which some claim was judged (not every claim `not_run`)."""

@@ -228,3 +228,17 @@ def test_a_figure_of_the_wrong_kind_is_one_line_saying_what_is_valid(toy_with_fi
     assert f"Figures could not be drawn: `{message}" in (out / "REPORT.md").read_text()
     html = (out / "index.html").read_text()
     assert "Figures could not be drawn" in html and message.replace("'", "&#39;") in html
+
+
+def test_time_per_seed_sums_a_seeds_points_and_hardware_names_every_machine():
+    from common.records import LoadedRun
+    from common.report import PaperReport
+
+    def run(seed, seconds, cpu):
+        return LoadedRun(Path("x.json"), {"seed": seed, "wall_time_s": seconds,
+                                          "hardware": {"cpu": cpu, "torch_threads": 1}})
+    runs = [run(0, 600, "AMD"), run(0, 1200, "AMD"), run(1, 900, "Intel"), run(1, 1500, "AMD")]
+    paper = PaperReport(PAPERS["nmf"], "judged", cpu_runs=runs)
+    assert paper.cpu_minutes_per_seed == pytest.approx((30 + 40) / 2)  # points add up within a seed
+    assert paper.cpu_hardware == "AMD, 1 thread(s) + Intel, 1 thread(s)"
+    assert PaperReport(PAPERS["nmf"], "judged").cpu_hardware is None
