@@ -284,7 +284,7 @@ def _figures(paper: Paper, out: Path) -> Figures | None:
         return None
     if not runs:
         return None
-    figures = Figures(tier, len(runs))
+    figures = Figures(tier, len({r.seed for r in runs}))  # a paper with points has several runs per seed
     try:
         figures.items = [_figure(paper, item, out) for item in module.figures(runs, out / "figures" / paper.name)]
     except Exception:  # a broken figure must not take the report down; say so in the report instead

@@ -47,8 +47,11 @@ def test_report_builds_from_committed_results_and_shows_every_paper(committed_re
             assert re.search(rf"\| {name} +\| — +\| — +\| — +\| ⏳ not implemented yet", text)
         elif (ROOT / "results" / name / "cpu").exists():
             assert f"## {name}" in text  # its section
-            if check_paper(paper, "cpu").judged:  # and its pictures, drawn from the runs it judges
+            judged = check_paper(paper, "cpu").judged
+            if judged:  # and its pictures, drawn from the runs it judges, counted in seeds (not runs)
                 assert f"figures/{name}/" in text
+                seeds = len({r.seed for r in judged if r.record["status"] == "ok"})
+                assert f"### Figures (tier cpu, {seeds} seed(s))" in text.split(f"## {name}", 1)[1]
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (out / image).exists()
     # the first screen: one row per paper, reproductions counted apart from protocol and sanity checks
